@@ -1,0 +1,5 @@
+import sys
+
+from mrsr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""Volume I/O: NIfTI via MONAI/nibabel; DICOM series, NRRD and MHA via SimpleITK.
+
+Every reader returns a channel-first :class:`monai.data.MetaTensor` ``(C, X, Y, Z)`` of float32
+whose ``affine`` maps voxel indices to RAS world millimetres, exactly as in the file. Writers
+produce NIfTI with the affine in both sform and qform, and replace the destination atomically.
+
+>>> from mrsr.io import load_volume, sample_path
+>>> load_volume(sample_path()).shape
+torch.Size([1, 180, 216, 24])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor, NibabelReader
+from monai.transforms import LoadImage
+
+from mrsr.errors import MRSRError
+
+__all__ = ["atomic_path", "is_volume_path", "load_volume", "sample_path", "save_volume"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Header fields carried from the input to the output (still valid after in-plane resampling).
+_KEPT_FIELDS = ("descrip", "xyzt_units", "dim_info", "intent_code", "slice_code", "slice_duration")
+
+
+def sample_path() -> Path:
+    """Path of the bundled sample: an axial slab of the Colin27 T1 volume (see mrsr/data)."""
+    return Path(str(resources.files("mrsr") / "data" / "sample_t1.nii.gz"))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_volume_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a volume file this module reads (by suffix) or a DICOM folder."""
+    p = Path(path)
+    return _suffix(p) in NIFTI_SUFFIXES + SITK_SUFFIXES or (p.is_dir() and _is_dicom_dir(p))
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
+def _source_dtype(image: nib.Nifti1Image) -> str:
+    proxy = image.dataobj  # nibabel moves scl_slope/scl_inter from the header to the proxy
+    scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+    return "float32" if scaled else np.dtype(image.get_data_dtype()).newbyteorder("=").name
+
+
+def _load_nifti(path: Path) -> MetaTensor:
+    img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)(str(path))
+    image = nib.load(str(path))
+    header = image.header
+    img.meta["source_dtype"] = _source_dtype(image)
+    img.meta["tr"] = float(header["pixdim"][4])
+    img.meta["descrip"] = header["descrip"]
+    return img
+
+
+def _load_sitk(path: Path) -> MetaTensor:
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+        image = reader.Execute()
+    else:
+        image = sitk.ReadImage(str(path))
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise MRSRError(f"{path}: expected a 3D scalar volume, got {image.GetDimension()}D")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    affine = _LPS_TO_RAS @ lps
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    meta = {
+        "affine": torch.as_tensor(affine),
+        "original_affine": affine,
+        "spatial_shape": np.asarray(array.shape),
+        "filename_or_obj": str(path),
+        "space": "RAS",
+        "source_dtype": np.dtype(array.dtype).name,
+    }
+    return MetaTensor(torch.from_numpy(array.astype(np.float32))[None], meta=meta)
+
+
+def load_volume(path: str | os.PathLike) -> MetaTensor:
+    """Read a volume as a float32 MetaTensor ``(C, X, Y, Z)`` with its file's RAS affine.
+
+    NIfTI (``.nii``, ``.nii.gz``; scl_slope/scl_inter applied) is read by MONAI's
+    ``NibabelReader``; NRRD, MHA/MHD and DICOM series folders by SimpleITK (LPS converted to
+    RAS). ``meta["source_dtype"]`` records the stored data type for :func:`save_volume`.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MRSRError(f"{p}: no such file or folder")
+    suffix = _suffix(p)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            return _load_nifti(p)
+        if suffix in SITK_SUFFIXES or (p.is_dir() and _is_dicom_dir(p)):
+            return _load_sitk(p)
+    except MRSRError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MRSRError(f"{p}: cannot be read as a volume ({reason})") from exc
+    raise MRSRError(
+        f"{p}: unsupported format; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a "
+        "DICOM series folder"
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    A kill at any moment leaves either the old file or the new one, never a partial file. The
+    temporary name keeps the suffix (``.nii.gz`` decides compression in nibabel).
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise MRSRError(f"{target}: already exists; pass --overwrite to replace it")
+    if not target.parent.is_dir():
+        raise MRSRError(f"{target.parent}: output folder does not exist")
+    suffix = _suffix(target) or target.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
+    target = np.dtype(dtype)
+    if np.issubdtype(target, np.integer):
+        info = np.iinfo(target)
+        return np.clip(np.rint(data), info.min, info.max).astype(target)
+    return data.astype(target)
+
+
+def save_volume(
+    volume: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    affine: np.ndarray | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``volume`` ``(C, X, Y, Z)`` (or ``(X, Y, Z)``) as NIfTI, atomically.
+
+    The affine (``volume.affine`` for a MetaTensor unless given) goes into both sform and qform
+    (the qform holds its closest rigid approximation for a sheared affine). The input's q/sform
+    codes, description, units, slice and TR fields are kept when ``volume`` carries them in its
+    meta. ``dtype="input"`` writes the source file's data type, rounded and clipped.
+    """
+    meta = volume.meta if isinstance(volume, MetaTensor) else {}
+    if affine is None:
+        if not isinstance(volume, MetaTensor):
+            raise ValueError("an affine is needed to save a plain array")
+        affine = volume.affine
+    affine = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    data = torch.as_tensor(volume).detach().cpu().numpy()
+    if data.ndim == 4:
+        data = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+    if dtype == "input":
+        dtype = meta.get("source_dtype", "float32")
+    image = nib.Nifti1Image(_cast(data, dtype), affine)
+    header = image.header
+    for field in _KEPT_FIELDS:
+        if field in meta:
+            header[field] = np.asarray(meta[field])
+    if "xyzt_units" not in meta or not int(np.asarray(meta["xyzt_units"])):
+        header.set_xyzt_units("mm", "sec")
+    if meta.get("tr"):
+        header["pixdim"][4] = meta["tr"]
+    image.set_sform(affine, code=int(np.asarray(meta.get("sform_code", 0))) or 1)
+    image.set_qform(affine, code=int(np.asarray(meta.get("qform_code", 0))) or 1)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
