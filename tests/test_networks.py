@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrsr.networks import CSN, CSSFN, MSRN, available, create
+from mrsr.networks import CSN, CSSFN, MSRN, Interpolation, available, create
 from mrsr.networks.blocks import (
     CSSFU,
     MSRB,
@@ -419,9 +419,35 @@ def test_skip_channel_selection_and_none():
 
 
 def test_registry():
-    assert available() == ["csn", "cssfn", "msrn"]
+    assert available() == ["bicubic", "csn", "cssfn", "linear", "msrn", "nearest", "zerofill"]
     assert isinstance(create("CSSFN", scale=2, **SMALL["cssfn"]), CSSFN)
     assert isinstance(create("Csn", scale=3, **SMALL["csn"]), CSN)
     assert isinstance(create("msrn", scale=4, **SMALL["msrn"]), MSRN)
-    with pytest.raises(ValueError, match="csn, cssfn, msrn"):
+    zf = create("zerofill", scale=3)
+    assert zf.mode == "kspace" and sum(p.numel() for p in zf.parameters()) == 0
+    with pytest.raises(ValueError, match="csn, cssfn, linear, msrn"):
         create("edsr", scale=2)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "bicubic", "kspace"])
+@pytest.mark.parametrize("scale", [2, 3])
+def test_interpolation_baselines_pass_through_samples_on_the_kspace_grid(mode, scale):
+    x = torch.rand(2, 1, 7, 9, dtype=torch.float64)
+    y = Interpolation(scale, mode=mode, grid="kspace")(x)
+    assert y.shape == (2, 1, 7 * scale, 9 * scale)
+    torch.testing.assert_close(y[..., ::scale, ::scale], x)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "bicubic"])
+def test_interpolation_on_the_area_grid_is_interpolate(mode):
+    x = torch.rand(1, 1, 8, 10, dtype=torch.float64)
+    torch_mode = {"linear": "bilinear"}.get(mode, mode)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    ref = F.interpolate(x, scale_factor=2, mode=torch_mode, **kwargs)
+    got = Interpolation(2, mode=mode, grid="area")(x)
+    torch.testing.assert_close(got[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2])
+
+
+def test_zerofill_baseline_needs_the_kspace_grid():
+    with pytest.raises(ValueError, match='needs grid="kspace"'):
+        Interpolation(2, mode="kspace", grid="area")

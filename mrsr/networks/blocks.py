@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrsr.geometry import GRIDS, Grid
-from mrsr.kspace import zero_fill
+from mrsr.geometry import Grid
+from mrsr.networks.interpolation import check_mode, upsample
 
 __all__ = [
     "CSSFU",
@@ -205,12 +205,6 @@ class ChannelSplittingBlock(nn.Module):
         return x + self.merge(torch.cat([top, bottom], dim=1))
 
 
-def _sample_coordinates(n_in: int, scale: int, offset: float, like: torch.Tensor) -> torch.Tensor:
-    """Normalised (``align_corners=True``) coordinates of ``p(n) = n / scale + offset``."""
-    p = torch.arange(n_in * scale, dtype=like.dtype, device=like.device) / scale + offset
-    return 2 * p / max(n_in - 1, 1) - 1
-
-
 class ExternalSkip(nn.Module):
     """External skip connection (ESC, CSN Eq. 5 / CSSFN Eq. 6): ``sr + upsample(lr)``.
 
@@ -238,12 +232,7 @@ class ExternalSkip(nn.Module):
         super().__init__()
         if kind not in SKIPS:
             raise ValueError(f"unknown skip {kind!r}; expected one of {SKIPS}")
-        if grid not in GRIDS:
-            raise ValueError(f"unknown sampling grid {grid!r}; expected one of {GRIDS}")
-        if kind == "kspace" and grid != "kspace":
-            raise ValueError(
-                'skip="kspace" interpolates on the k-space grid; it needs grid="kspace"'
-            )
+        check_mode("kspace" if kind == "kspace" else "bicubic", grid)
         if kind != "none" and out_channels not in (1, in_channels):
             raise ValueError(
                 f"the skip needs out_channels == 1 or == in_channels, got {in_channels} -> "
@@ -255,20 +244,7 @@ class ExternalSkip(nn.Module):
 
     def interpolate(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample every channel of ``x`` by ``scale``: ``(B, C, H, W) -> (B, C, sH, sW)``."""
-        s, (h, w) = self.scale, x.shape[-2:]
-        if self.kind == "kspace":
-            return zero_fill(x, sizes=(s * h, s * w), dims=(-2, -1))
-        offset = 0.0 if self.grid == "kspace" else (1 / s - 1) / 2
-        gy = _sample_coordinates(h, s, offset, x)
-        gx = _sample_coordinates(w, s, offset, x)
-        grid = torch.stack([gx.expand(s * h, -1), gy[:, None].expand(-1, s * w)], dim=-1)
-        return F.grid_sample(
-            x,
-            grid.expand(x.shape[0], -1, -1, -1),
-            mode="bicubic",
-            padding_mode="border",
-            align_corners=True,
-        )
+        return upsample(x, self.scale, self.grid, "kspace" if self.kind == "kspace" else "bicubic")
 
     def forward(self, lr: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
         if self.kind == "none":

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch import nn
 
 from .csn import CSN
 from .cssfn import CSSFN
+from .interpolation import Interpolation
 from .msrn import MSRN
 
-__all__ = ["available", "create"]
+__all__ = ["BASELINES", "available", "create"]
 
-_NETWORKS: dict[str, type[nn.Module]] = {"cssfn": CSSFN, "csn": CSN, "msrn": MSRN}
+# Parameter-free interpolators, run like networks so every command can compare against them.
+BASELINES: dict[str, Callable[..., nn.Module]] = {
+    "nearest": partial(Interpolation, mode="nearest"),
+    "linear": partial(Interpolation, mode="linear"),
+    "bicubic": partial(Interpolation, mode="bicubic"),
+    "zerofill": partial(Interpolation, mode="kspace"),
+}
+_NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "cssfn": CSSFN,
+    "csn": CSN,
+    "msrn": MSRN,
+    **BASELINES,
+}
 
 
 def available() -> list[str]:
