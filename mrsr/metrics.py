@@ -1,0 +1,179 @@
+"""Image-quality metrics of a super-resolved volume against its reference: PSNR, SSIM, NRMSE.
+
+Common rules (every metric here):
+
+- Inputs are NumPy arrays or torch tensors of one shape: a volume ``(X, Y, Z)`` or ``(1, X, Y, Z)``,
+  or a single 2D slice ``(X, Y)``. They are evaluated in float64; NaN or inf raises ``ValueError``.
+- ``axis`` is the slice axis, 0-based over ``(X, Y, Z)`` (-1: the last); ignored for 2D input.
+- ``shave`` voxels are removed at both ends of the two in-plane axes (never along ``axis``) first;
+  SR papers use ``shave = scale``. An optional boolean ``mask`` of the same shape is shaved alike.
+- The *evaluated voxels* are those left after shaving, and inside the mask when one is given.
+- The data range ``R`` is ``max(ref) - min(ref)`` over the evaluated voxels unless ``data_range``
+  is passed; a constant reference (``R = 0``) raises ``ValueError``.
+
+SSIM is Wang et al. (2004) per 2D slice, with an 11-tap Gaussian window of sigma 1.5 (filtered with
+``scipy.ndimage.gaussian_filter(truncate=3.5, mode="reflect")``), population (co)variances,
+``K1 = 0.01`` and ``K2 = 0.03``: the same map as scikit-image's ``structural_similarity(
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=R, full=True)``.
+``monai.metrics.SSIMMetric`` is not used: it casts to float32 (errors near 1e-4 on MR intensities),
+gives no same-size map to average under a mask, and a zero sigma along the slice axis yields NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_fill_holes, gaussian_filter, generate_binary_structure
+
+__all__ = ["evaluate", "foreground_mask", "nrmse", "psnr", "ssim"]
+
+_SIGMA = 1.5
+_RADIUS = 5  # of the 11-tap window: int(3.5 * _SIGMA + 0.5), scipy's default truncation
+_K1, _K2 = 0.01, 0.03
+
+Array = Union[np.ndarray, torch.Tensor]
+Mask = Optional[Array]
+
+
+def _volume(x: Array, name: str) -> np.ndarray:
+    """``x`` as a float64 ``(X, Y, Z)`` array; a 2D slice becomes ``(X, Y, 1)``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    v = np.asarray(x, dtype=np.float64)
+    if v.ndim == 4 and v.shape[0] == 1:
+        v = v[0]
+    elif v.ndim == 2:
+        v = v[..., None]
+    if v.ndim != 3:
+        raise ValueError(f"{name} must be (X, Y), (X, Y, Z) or (1, X, Y, Z); got {v.shape}")
+    return v
+
+
+def _prepare(pred: Array, ref: Array, mask: Mask, shave: int, axis: int) -> list:
+    """Validate, put the slices on the last axis, shave; returns ``(pred, ref, mask or None)``."""
+    p, r = _volume(pred, "pred"), _volume(ref, "ref")
+    if p.shape != r.shape:
+        raise ValueError(f"pred and ref shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
+    if not (np.isfinite(p).all() and np.isfinite(r).all()):
+        raise ValueError("pred and ref must not contain NaN or inf")
+    axis = -1 if np.ndim(ref) == 2 else axis
+    if not -3 <= axis < 3:
+        raise ValueError(f"axis must be in -3..2 for a volume; got {axis}")
+    if shave < 0 or 2 * shave >= min(np.delete(r.shape, axis)):
+        raise ValueError(f"shave={shave} leaves no in-plane voxels of shape {r.shape}")
+    m = None
+    if mask is not None:
+        m = _volume(mask, "mask").astype(bool)
+        if m.shape != r.shape:
+            raise ValueError(f"mask shape {np.shape(mask)} differs from ref {np.shape(ref)}")
+    inner = (slice(shave, -shave or None),) * 2
+    vols = [None if v is None else np.moveaxis(v, axis, -1)[inner] for v in (p, r, m)]
+    if m is not None and not vols[2].any():
+        raise ValueError("mask selects no voxel after shaving")
+    return vols
+
+
+def _range(ref: np.ndarray, mask: np.ndarray | None, data_range: float | None) -> float:
+    if data_range is None:
+        values = ref if mask is None else ref[mask]
+        data_range = float(values.max() - values.min())
+    if data_range <= 0:
+        raise ValueError("data range is 0 (constant reference over the evaluated voxels)")
+    return data_range
+
+
+def _mse(p: np.ndarray, r: np.ndarray, m: np.ndarray | None) -> float:
+    err = (p - r) ** 2
+    return float(err.mean() if m is None else err[m].mean())
+
+
+def psnr(
+    pred: Array,
+    ref: Array,
+    mask: Mask = None,
+    shave: int = 0,
+    axis: int = -1,
+    data_range: float | None = None,
+) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 log10(R**2 / MSE)``.
+
+    MSE is the mean squared error over the evaluated voxels and ``R`` the data range (see the
+    module docstring); ``inf`` when ``pred`` equals ``ref`` there.
+    """
+    p, r, m = _prepare(pred, ref, mask, shave, axis)
+    data_range, mse = _range(r, m, data_range), _mse(p, r, m)
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
+def nrmse(pred: Array, ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1) -> float:
+    """Root mean squared error over the evaluated voxels divided by the reference's data range
+    ``R`` over those voxels (min-max normalisation; 0 when ``pred`` equals ``ref`` there)."""
+    p, r, m = _prepare(pred, ref, mask, shave, axis)
+    return float(np.sqrt(_mse(p, r, m)) / _range(r, m, None))
+
+
+def _ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
+    """The SSIM map of one 2D slice, same shape (reflect-padded Gaussian filtering)."""
+    mu_x, mu_y, xx, yy, xy = gaussian_filter(
+        np.stack([x, y, x * x, y * y, x * y]), (0, _SIGMA, _SIGMA), mode="reflect", truncate=3.5
+    )
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    return num / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def ssim(
+    pred: Array,
+    ref: Array,
+    mask: Mask = None,
+    shave: int = 0,
+    axis: int = -1,
+    data_range: float | None = None,
+) -> float:
+    """Mean over slices along ``axis`` of the 2D SSIM (window and constants: module docstring).
+
+    Without a mask each slice scores the mean of its SSIM map over the valid window positions,
+    i.e. the map cropped by the window radius (5) on every in-plane side, as scikit-image does;
+    the shaved slice must then be at least 11 x 11. With a mask each slice scores the mean of its
+    full-size map over its masked voxels, and slices without masked voxels are skipped. The
+    slice scores are averaged with equal weight. ``R`` is one number for the whole volume.
+    """
+    p, r, m = _prepare(pred, ref, mask, shave, axis)
+    data_range = _range(r, m, data_range)
+    if m is None:
+        m = np.zeros(r.shape, dtype=bool)
+        m[_RADIUS:-_RADIUS, _RADIUS:-_RADIUS] = True
+    scores = [
+        _ssim_map(p[..., k], r[..., k], data_range)[m[..., k]].mean()
+        for k in range(r.shape[-1])
+        if m[..., k].any()
+    ]
+    if not scores:
+        raise ValueError(f"unmasked SSIM needs slices of at least 11 x 11; got {r.shape[:2]}")
+    return float(np.mean(scores))
+
+
+def evaluate(
+    pred: Array, ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1
+) -> dict[str, float]:
+    """``{"psnr": ..., "ssim": ..., "nrmse": ...}`` with the default data range."""
+    kwargs = dict(mask=mask, shave=shave, axis=axis)
+    return {
+        "psnr": psnr(pred, ref, **kwargs),
+        "ssim": ssim(pred, ref, **kwargs),
+        "nrmse": nrmse(pred, ref, **kwargs),
+    }
+
+
+def foreground_mask(ref: Array, axis: int = -1) -> np.ndarray:
+    """The ``auto`` mask: ``ref`` above its Otsu threshold, holes filled in each slice along
+    ``axis`` (in-plane 4-connectivity). Returns a bool array of the volume's spatial shape."""
+    from skimage.filters import threshold_otsu  # scikit-image is needed for this mask only
+
+    v = _volume(ref, "ref")
+    structure = np.expand_dims(generate_binary_structure(2, 1), -1 if np.ndim(ref) == 2 else axis)
+    filled = binary_fill_holes(v > threshold_otsu(v), structure=structure)
+    return filled[..., 0] if np.ndim(ref) == 2 else filled
