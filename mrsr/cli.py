@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,11 @@ EXAMPLES = {
   mrsr degrade t1.nii.gz t1_lr.nii.gz --scale 2 --hr-out t1_ref.nii.gz
   mrsr degrade t2.nii.gz t2_lr.nii.gz --scale 3 --method bicubic
   mrsr degrade thin.nii.gz thick.nii.gz --scale 4 --axes 2   # 1D, through-plane""",
+    "upscale": """examples:
+  mrsr upscale t1_lr.nii.gz t1_sr.nii.gz --model my_model.safetensors
+  mrsr upscale t1_lr.nii.gz t1_zf.nii.gz --model zerofill --scale 2   # a baseline
+  mrsr upscale lr_folder/ sr_folder/ --model my_model.safetensors     # every volume; resumable
+  torchrun --nproc_per_node=4 -m mrsr upscale lr/ sr/ --model m.safetensors --device cuda""",
 }
 
 
@@ -51,6 +57,86 @@ def cmd_degrade(args: argparse.Namespace) -> None:
     )
 
 
+def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every volume of a folder into a folder."""
+    from mrsr.io import is_volume_path
+
+    if not source.is_dir() or is_volume_path(source):
+        return [(source, dest)]
+    inputs = sorted(p for p in source.iterdir() if is_volume_path(p))
+    if not inputs:
+        raise MRSRError(f"{source}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
+    dest.mkdir(exist_ok=True)
+    names = [
+        p.name if p.name.endswith((".nii.gz", ".nii")) else p.name.split(".")[0] + ".nii.gz"
+        for p in inputs
+    ]
+    return [(p, dest / name) for p, name in zip(inputs, names)]
+
+
+def _rank_share(jobs: list) -> list:
+    """This process's share of the jobs under torchrun (RANK/WORLD_SIZE), else all of them."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return jobs[rank::world]
+
+
+def _device(device: str) -> str:
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+def cmd_upscale(args: argparse.Namespace) -> None:
+    from mrsr.io import remove_stale_temporaries
+    from mrsr.pipeline import load_model
+
+    jobs = _volume_jobs(args.input, args.output)
+    single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
+    if single:
+        _check_outputs([args.input], [args.output], args.overwrite)
+    pipe = load_model(
+        args.model,
+        args.scale,
+        batch_size=args.batch_size,
+        device=_device(args.device),
+        axis=args.axis,
+        tta=args.tta,
+        progress=True,
+    )
+    if not pipe.trained:
+        print(f"mrsr: warning: network {pipe.spec.network!r} is untrained", file=sys.stderr)
+    todo = [(i, o) for i, o in _rank_share(jobs) if args.overwrite or not o.exists()]
+    if not single and len(todo) < len(_rank_share(jobs)):
+        print(f"skipping {len(_rank_share(jobs)) - len(todo)} finished outputs", file=sys.stderr)
+    failed = 0
+    for src, dst in todo:
+        remove_stale_temporaries(dst)
+        try:
+            pipe.save(src, dst, dtype=args.dtype, overwrite=args.overwrite)
+            print(f"{src} -> {dst}", file=sys.stderr)
+        except MRSRError as exc:
+            if single:
+                raise
+            failed += 1
+            print(f"mrsr: error: {exc}", file=sys.stderr)
+    if failed:
+        raise MRSRError(f"{failed} of {len(todo)} volumes failed; see the messages above")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from mrsr import networks
+    from mrsr.checkpoint import load_checkpoint
+    from mrsr.pipeline import shipped_weights
+
+    print("networks:", ", ".join(networks.available()))
+    shipped = shipped_weights()
+    print("shipped weights:" + ("" if shipped else " none yet"))
+    for name, path in sorted(shipped.items()):
+        spec, _ = load_checkpoint(path)
+        headline = spec.info.get("headline", "")
+        print(f"  {name}: {spec.network} x{spec.scale} {spec.degradation} {headline}")
+
+
 def _add_degrade(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "degrade",
@@ -79,6 +165,34 @@ def _add_degrade(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_degrade)
 
 
+def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upscale",
+        help="super-resolve a volume or a folder of volumes",
+        description="Super-resolve volumes slice by slice; the output overlays the input exactly "
+        "in world space. A folder in gives a folder out; finished outputs are skipped, so a "
+        "killed run resumes, and under torchrun the files are shared among the ranks.",
+        epilog=EXAMPLES["upscale"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="volume file, DICOM series folder, or folder of them")
+    p.add_argument("output", type=Path, help="NIfTI file, or folder for a folder input")
+    p.add_argument("--model", help="checkpoint (.safetensors), shipped model, or network name")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's, else 2)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
+    p.add_argument("--tta", action="store_true", help="average over flips/rotations")
+    p.add_argument("--dtype", default="float32", help="output data type, or 'input'")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_upscale)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the networks and the weights available")
+    p.set_defaults(func=cmd_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrsr", description="Super-resolution of MR volumes, NIfTI in, NIfTI out."
@@ -87,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_degrade(sub)
+    _add_upscale(sub)
+    _add_models(sub)
     return parser
 
 

@@ -27,7 +27,14 @@ from monai.transforms import LoadImage
 
 from mrsr.errors import MRSRError
 
-__all__ = ["atomic_path", "is_volume_path", "load_volume", "sample_path", "save_volume"]
+__all__ = [
+    "atomic_path",
+    "is_volume_path",
+    "load_volume",
+    "remove_stale_temporaries",
+    "sample_path",
+    "save_volume",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -146,6 +153,13 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete temporaries that a killed :func:`atomic_path` left beside ``path``."""
+    target = Path(path)
+    for stale in target.parent.glob(f".{target.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
 
 
 def _cast(data: np.ndarray, dtype: str) -> np.ndarray:

@@ -78,9 +78,18 @@ def zero_fill(x: torch.Tensor, sizes: Sequence[int], dims: Sequence[int]) -> tor
     The exact interpolator of the truncation model: output sample ``n`` is the band-limited value
     at input index ``n * M / N``, so ``zero_fill(x)`` passes through every input sample when
     ``N`` is a multiple of ``M``. Returns the real part (a real input gives a real band-limited
-    interpolant; the lone Nyquist term of an even size contributes its real part only).
+    interpolant). The lone Nyquist term of an even size is shared equally between ``-M/2`` and
+    ``+M/2`` on each axis, so the interpolant is real and mirror-symmetric: flipping the input
+    flips the output about the same grid (the self-ensemble relies on it).
     """
     dims = [d % x.ndim for d in dims]
     k = _pad(_spectrum(x, dims), sizes, dims)
+    for d, n, m in zip(dims, sizes, [x.shape[d] for d in dims]):
+        if m % 2 == 0 and n > m:  # share the lone Nyquist term between -m/2 and +m/2
+            low, high = n // 2 - m // 2, n // 2 + m // 2
+            half = k.narrow(d, low, 1) / 2
+            k = k.index_copy(
+                d, torch.tensor([low, high], device=k.device), torch.cat([half, half], d)
+            )
     gain = _gain(sizes, [x.shape[d] for d in dims])
     return (_image(k, dims).real * gain).to(x.dtype)

@@ -7,7 +7,7 @@ from .csn import CSN
 from .cssfn import CSSFN
 from .interpolation import Interpolation, upsample
 from .msrn import MSRN
-from .registry import BASELINES, available, create
+from .registry import BASELINES, available, create, options
 
 __all__ = [
     "BASELINES",
@@ -17,5 +17,6 @@ __all__ = [
     "Interpolation",
     "available",
     "create",
+    "options",
     "upsample",
 ]

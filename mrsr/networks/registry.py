@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,7 +14,7 @@ from .cssfn import CSSFN
 from .interpolation import Interpolation
 from .msrn import MSRN
 
-__all__ = ["BASELINES", "available", "create"]
+__all__ = ["BASELINES", "available", "create", "options"]
 
 # Parameter-free interpolators, run like networks so every command can compare against them.
 BASELINES: dict[str, Callable[..., nn.Module]] = {
@@ -35,14 +36,26 @@ def available() -> list[str]:
     return sorted(_NETWORKS)
 
 
+def options(name: str) -> list[str]:
+    """Constructor keywords of network ``name`` (besides ``scale``)."""
+    factory = _lookup(name)
+    fixed = factory.keywords if isinstance(factory, partial) else {}
+    target = factory.func if isinstance(factory, partial) else factory
+    params = inspect.signature(target).parameters
+    return [p for p in params if p not in ("self", "scale", *fixed)]
+
+
+def _lookup(name: str) -> Callable[..., nn.Module]:
+    try:
+        return _NETWORKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; available: {', '.join(available())}") from None
+
+
 def create(name: str, scale: int, **options: Any) -> nn.Module:
     """Build network ``name`` (case-insensitive) for ``scale`` with constructor ``options``.
 
     >>> create("CSN", scale=2, channels=16, n_blocks=1, n_stages=1, growth=8).scale
     2
     """
-    try:
-        cls = _NETWORKS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown network {name!r}; available: {', '.join(available())}") from None
-    return cls(scale, **options)
+    return _lookup(name)(scale, **options)

@@ -1,0 +1,123 @@
+"""Slice-wise super-resolution of volumes with a 2D network, and the affine of the result.
+
+The volume is cut into 2D slices along its slice axis (design.md, "Geometry"), normalised the way
+the network was trained, run through the network in batches (memory bounded by the batch, not
+the volume), reassembled, de-normalised, and given the affine of the fine grid: voxel size
+divided by the scale on the two in-plane axes, voxel 0 placed per the model's sampling grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from tqdm.auto import tqdm
+
+from mrsr.geometry import Grid, resampled_affine, slice_axis
+from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
+
+__all__ = ["super_resolve", "sr_affine"]
+
+
+def sr_affine(affine: np.ndarray, axis: int, scale: int, grid: Grid | str) -> np.ndarray:
+    """Affine of the volume super-resolved ``scale`` times on every spatial axis but ``axis``."""
+    factors = np.full(np.asarray(affine).shape[0] - 1, 1.0 / scale)
+    factors[axis] = 1.0
+    return resampled_affine(affine, factors, grid)
+
+
+def _augmentations(square: bool) -> list[tuple[bool, tuple[int, ...]]]:
+    """(transpose, flipped axes) of the self-ensemble; transposes only for square pixels."""
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    return [(t, f) for t in ((False, True) if square else (False,)) for f in flips]
+
+
+def _run(network: torch.nn.Module, batch: torch.Tensor, tta: bool, square: bool, shift: int):
+    """Network output, or its self-ensemble average when ``tta``.
+
+    A flip mirrors the coarse grid about its own centre; on the ``"kspace"`` grid (coarse voxel
+    ``i`` at fine voxel ``i*s``) the fine grid's mirror image is then ``shift = s - 1`` voxels
+    off, which a circular roll (the truncation model is periodic) puts back.
+    """
+    if not tta:
+        return network(batch)
+    augmentations = _augmentations(square)
+    total = torch.zeros(())
+    for transpose, flips in augmentations:
+        x = batch.flip(flips) if flips else batch
+        y = network(x.transpose(-2, -1) if transpose else x)
+        y = y.transpose(-2, -1) if transpose else y
+        if flips:
+            y = y.flip(flips).roll([-shift] * len(flips), flips)
+        total = total + y
+    return total / len(augmentations)
+
+
+def _neighbourhoods(slices: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
+    """Slices ``start..stop-1`` each with its ``k`` neighbours as channels, edges replicated."""
+    centre = torch.arange(start, stop)
+    offsets = torch.arange(k) - k // 2
+    index = (centre[:, None] + offsets[None, :]).clamp(0, slices.shape[0] - 1)
+    return slices[index]
+
+
+@torch.inference_mode()
+def super_resolve(
+    volume: MetaTensor,
+    network: torch.nn.Module,
+    scale: int,
+    grid: Grid | str = "kspace",
+    *,
+    axis: int | None = None,
+    normalisation: Mapping = DEFAULT_NORMALISATION,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+    progress: bool = False,
+) -> MetaTensor:
+    """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice.
+
+    Each channel (each volume of a 4D series) is processed on its own. ``network`` maps
+    ``(B, k, H, W)`` to ``(B, 1, scale*H, scale*W)``, where ``k`` is its ``in_channels``
+    attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
+    flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
+    input's meta and the new affine.
+
+    Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
+    """
+    if volume.ndim != 4:
+        raise ValueError(f"expected a channel-first volume (C, X, Y, Z), got {tuple(volume.shape)}")
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    axis = slice_axis(affine, volume.meta) if axis is None else int(axis) % 3
+    in_plane = [a for a in range(3) if a != axis]
+    sp = np.linalg.norm(affine[:3, :3], axis=0)
+    square = bool(np.isclose(sp[in_plane[0]], sp[in_plane[1]], rtol=1e-3))
+    k = int(getattr(network, "in_channels", 1))
+    network = network.to(device).eval()
+
+    data = volume.as_tensor().float()
+    outputs = []
+    bar = tqdm(
+        total=data.shape[0] * data.shape[1 + axis],
+        desc="super-resolving",
+        unit="slice",
+        disable=not progress,
+    )
+    for channel in data:
+        lo, hi = intensity_window(channel, normalisation)
+        slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
+        n, h, w = slices.shape
+        out = torch.empty(n, scale * h, scale * w)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch = _neighbourhoods(slices, start, stop, k).to(device)
+            y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+            out[start:stop] = y[:, 0].float().cpu()
+            bar.update(stop - start)
+        outputs.append((out * (hi - lo) + lo).movedim(0, axis))
+    bar.close()
+    result = MetaTensor(torch.stack(outputs), meta=dict(volume.meta))
+    result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))
+    return result

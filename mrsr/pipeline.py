@@ -1,0 +1,191 @@
+"""``mrsr.Pipeline``: one object from a low-resolution volume to a super-resolved NIfTI.
+
+>>> from mrsr import Pipeline
+>>> from mrsr.io import sample_path
+>>> pipe = Pipeline("zerofill", scale=2)          # a baseline; or Pipeline.from_pretrained(path)
+>>> pipe(sample_path()).shape
+torch.Size([1, 360, 432, 24])
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from mrsr import networks
+from mrsr.checkpoint import DEGRADATION_GRID, ModelSpec, load_checkpoint
+from mrsr.errors import MRSRError
+from mrsr.inference import super_resolve
+from mrsr.io import load_volume, save_volume
+
+__all__ = ["Pipeline", "as_volume", "shipped_weights"]
+
+
+def shipped_weights() -> dict[str, Path]:
+    """Default models bundled in ``mrsr/data/weights``, by name (file stem)."""
+    folder = resources.files("mrsr") / "data" / "weights"
+    if not folder.is_dir():
+        return {}
+    return {
+        Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".safetensors")
+    }
+
+
+def as_volume(x: Any, affine: np.ndarray | None = None) -> MetaTensor:
+    """A channel-first MetaTensor from a path, nibabel image, MetaTensor, or array + affine.
+
+    3D inputs get a channel axis; 4D MetaTensors are taken as channel-first already, 4D arrays
+    and images as (X, Y, Z, T) series.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        return load_volume(x)
+    if isinstance(x, nib.spatialimages.SpatialImage):
+        data = np.asarray(x.dataobj, dtype=np.float32)
+        return as_volume(data, x.affine)
+    if isinstance(x, MetaTensor):
+        return x if x.ndim == 4 else MetaTensor(x.as_tensor()[None], meta=dict(x.meta))
+    if affine is None:
+        raise ValueError("an array needs its affine: pipe(array, affine=...)")
+    data = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if data.ndim == 2:
+        data = data[..., None]
+    data = data[None] if data.ndim == 3 else data.movedim(-1, 0)
+    return MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)))
+
+
+class Pipeline:
+    """Super-resolve MR volumes with a 2D network applied slice by slice.
+
+    Args:
+        network: a name of :func:`mrsr.networks.available` (built untrained, or a parameter-free
+            baseline such as ``"zerofill"``), or an ``nn.Module``.
+        scale: in-plane upscaling factor.
+        degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
+            it fixes the sampling grid, hence the output affine.
+        batch_size, device, axis, tta, progress: see :func:`mrsr.inference.super_resolve`.
+        **options: constructor options of the named network.
+    """
+
+    def __init__(
+        self,
+        network: str | torch.nn.Module = "cssfn",
+        scale: int = 2,
+        *,
+        degradation: str = "kspace",
+        batch_size: int = 8,
+        device: str = "cpu",
+        axis: int | None = None,
+        tta: bool = False,
+        progress: bool = False,
+        **options: Any,
+    ) -> None:
+        grid = DEGRADATION_GRID[degradation]
+        if isinstance(network, torch.nn.Module):
+            self.network = network
+            name = type(network).__name__.lower()
+        else:
+            name = network.lower()
+            if "grid" in networks.options(name):
+                options.setdefault("grid", grid)  # the skip samples on the degradation's grid
+            self.network = networks.create(name, scale=scale, **options)
+        if getattr(self.network, "grid", grid) != grid:
+            raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
+        self.spec = ModelSpec(
+            network=name,
+            scale=int(scale),
+            options=dict(options),
+            degradation=degradation,
+            grid=grid,
+        )
+        self.batch_size, self.device, self.axis = batch_size, device, axis
+        self.tta, self.progress = tta, progress
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
+        """Load a checkpoint file, or a default model by name (see ``mrsr models``)."""
+        shipped = shipped_weights()
+        path = shipped.get(str(name_or_path), Path(name_or_path))
+        if not path.exists() and str(name_or_path) not in shipped:
+            names = ", ".join(sorted(shipped)) or "none yet"
+            raise MRSRError(
+                f"{name_or_path}: neither a checkpoint file nor a shipped model ({names})"
+            )
+        spec, model = load_checkpoint(path)
+        pipe = cls(model, spec.scale, degradation=spec.degradation, **kwargs)
+        pipe.spec = spec
+        return pipe
+
+    @property
+    def scale(self) -> int:
+        return self.spec.scale
+
+    @property
+    def trained(self) -> bool:
+        """Whether the weights come from training (parameter-free baselines count as trained)."""
+        has_weights = any(True for _ in self.network.parameters())
+        return bool(self.spec.info.get("trained")) or not has_weights
+
+    def __call__(self, x: Any, affine: np.ndarray | None = None) -> MetaTensor:
+        """The super-resolved volume (float32 MetaTensor with the fine grid's affine)."""
+        return super_resolve(
+            as_volume(x, affine),
+            self.network,
+            self.spec.scale,
+            self.spec.grid,
+            axis=self.axis,
+            normalisation=self.spec.normalisation,
+            batch_size=self.batch_size,
+            device=self.device,
+            tta=self.tta,
+            progress=self.progress,
+        )
+
+    def save(
+        self,
+        x: Any,
+        path: str | os.PathLike,
+        affine: np.ndarray | None = None,
+        dtype: str = "float32",
+        overwrite: bool = False,
+    ) -> Path:
+        """Super-resolve ``x`` and write the result as NIfTI (atomically)."""
+        return save_volume(self(x, affine), path, dtype=dtype, overwrite=overwrite)
+
+
+def default_model_name(scale: int, degradation: str = "kspace") -> str:
+    """Name of the shipped default model for a scale and degradation."""
+    return f"cssfn-{degradation}-x{scale}"
+
+
+def load_model(model: str | None, scale: int | None = None, **kwargs: Any) -> Pipeline:
+    """Resolve a ``--model`` value: a checkpoint path, a shipped model name, or a network name.
+
+    ``None`` picks the shipped default for ``scale`` (2 unless given). A checkpoint's own scale
+    must agree with ``scale`` when both are given; a network name is built at ``scale``.
+    """
+    shipped = shipped_weights()
+    if model is None:
+        model = default_model_name(scale or 2)
+        if model not in shipped:
+            raise MRSRError(
+                f"no default model ships for x{scale or 2} yet; pass --model CHECKPOINT, or a "
+                f"network or baseline name ({', '.join(networks.available())})"
+            )
+    if model in shipped or Path(model).exists() or model.endswith(".safetensors"):
+        pipe = Pipeline.from_pretrained(model, **kwargs)
+        if scale is not None and scale != pipe.scale:
+            raise MRSRError(f"{model}: a x{pipe.scale} model, but --scale {scale} was asked for")
+        return pipe
+    if model.lower() in networks.available():
+        return Pipeline(model, scale or 2, **kwargs)
+    raise MRSRError(
+        f"{model}: not a checkpoint file, shipped model ({', '.join(sorted(shipped)) or 'none'}) "
+        f"or network ({', '.join(networks.available())})"
+    )
