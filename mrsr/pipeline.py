@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mrsr import networks
+from mrsr import metrics, networks
 from mrsr.checkpoint import DEGRADATION_GRID, ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError
+from mrsr.geometry import slice_axis
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, save_volume
 
-__all__ = ["Pipeline", "as_volume", "shipped_weights"]
+__all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
 
 
 def shipped_weights() -> dict[str, Path]:
@@ -147,6 +148,18 @@ class Pipeline:
             progress=self.progress,
         )
 
+    def evaluate(
+        self, x: Any, ref: Any, mask: Any = "auto", shave: int | None = None
+    ) -> dict[str, float]:
+        """PSNR, SSIM and NRMSE of ``self(x)`` against the reference volume ``ref``.
+
+        ``mask``: ``"auto"`` (Otsu foreground of the reference), ``None``, or an array;
+        ``shave`` defaults to the scale. The grids must agree (shape and affine).
+        """
+        return score(
+            self(x), as_volume(ref), mask=mask, shave=self.scale if shave is None else shave
+        )
+
     def save(
         self,
         x: Any,
@@ -157,6 +170,23 @@ class Pipeline:
     ) -> Path:
         """Super-resolve ``x`` and write the result as NIfTI (atomically)."""
         return save_volume(self(x, affine), path, dtype=dtype, overwrite=overwrite)
+
+
+def score(pred: MetaTensor, ref: MetaTensor, mask: Any = "auto", shave: int = 0) -> dict:
+    """Metrics of one volume against its reference on the same grid (see :mod:`mrsr.metrics`)."""
+    name = ref.meta.get("filename_or_obj", "reference")
+    if tuple(pred.shape) != tuple(ref.shape):
+        raise MRSRError(
+            f"{name}: grid {tuple(ref.shape[1:])} differs from the prediction's "
+            f"{tuple(pred.shape[1:])}"
+        )
+    if not np.allclose(np.asarray(pred.affine), np.asarray(ref.affine), atol=1e-3):
+        raise MRSRError(f"{name}: affine differs from the prediction's; not the same grid")
+    axis = slice_axis(np.asarray(ref.affine), ref.meta)
+    reference = ref.as_tensor()[0]
+    if isinstance(mask, str):
+        mask = metrics.foreground_mask(reference, axis) if mask == "auto" else None
+    return metrics.evaluate(pred.as_tensor()[0], reference, mask=mask, shave=shave, axis=axis)
 
 
 def default_model_name(scale: int, degradation: str = "kspace") -> str:
