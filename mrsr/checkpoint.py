@@ -48,6 +48,25 @@ class ModelSpec:
         if self.degradation not in DEGRADATION_GRID:
             raise ValueError(f"unknown degradation {self.degradation!r}")
 
+    @classmethod
+    def create(
+        cls,
+        network: str,
+        scale: int,
+        degradation: str = "kspace",
+        options: dict | None = None,
+        **fields,
+    ) -> ModelSpec:
+        """A spec whose network samples on ``degradation``'s grid (its ``grid`` option, if any)."""
+        from mrsr import networks
+
+        grid = DEGRADATION_GRID[degradation]
+        options = dict(options or {})
+        known = network.lower() in networks.available()
+        if known and "grid" in networks.options(network):
+            options.setdefault("grid", grid)
+        return cls(network.lower(), int(scale), options, degradation, grid, **fields)
+
     def build(self) -> torch.nn.Module:
         """The network, untrained, as this spec describes it."""
         from mrsr.networks import create

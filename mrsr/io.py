@@ -59,8 +59,18 @@ def is_volume_path(path: str | os.PathLike) -> bool:
     return _suffix(p) in NIFTI_SUFFIXES + SITK_SUFFIXES or (p.is_dir() and _is_dicom_dir(p))
 
 
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def _is_dicom_dir(path: Path) -> bool:
-    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    """A folder holding DICOM files (judged by the first few, by their 'DICM' preamble)."""
+    files = [p for p in sorted(path.iterdir())[:16] if p.is_file()]
+    return any(_is_dicom_file(p) for p in files)
 
 
 def _source_dtype(image: nib.Nifti1Image) -> str:

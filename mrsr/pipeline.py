@@ -20,7 +20,7 @@ import torch
 from monai.data import MetaTensor
 
 from mrsr import metrics, networks
-from mrsr.checkpoint import DEGRADATION_GRID, ModelSpec, load_checkpoint
+from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.inference import super_resolve
@@ -87,24 +87,16 @@ class Pipeline:
         progress: bool = False,
         **options: Any,
     ) -> None:
-        grid = DEGRADATION_GRID[degradation]
         if isinstance(network, torch.nn.Module):
             self.network = network
-            name = type(network).__name__.lower()
+            self.spec = ModelSpec.create(
+                type(network).__name__.lower(), scale, degradation, options
+            )
         else:
-            name = network.lower()
-            if "grid" in networks.options(name):
-                options.setdefault("grid", grid)  # the skip samples on the degradation's grid
-            self.network = networks.create(name, scale=scale, **options)
-        if getattr(self.network, "grid", grid) != grid:
+            self.spec = ModelSpec.create(network, scale, degradation, options)
+            self.network = self.spec.build()
+        if getattr(self.network, "grid", self.spec.grid) != self.spec.grid:
             raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
-        self.spec = ModelSpec(
-            network=name,
-            scale=int(scale),
-            options=dict(options),
-            degradation=degradation,
-            grid=grid,
-        )
         self.batch_size, self.device, self.axis = batch_size, device, axis
         self.tta, self.progress = tta, progress
 
@@ -147,6 +139,36 @@ class Pipeline:
             tta=self.tta,
             progress=self.progress,
         )
+
+    def fit(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        output_dir: str | os.PathLike = "runs/mrsr",
+        resume: bool = False,
+        **train_options: Any,
+    ) -> Path:
+        """Train this pipeline's network on volumes (see ``pipelines/README.md`` for options).
+
+        ``train_options`` are keys of the config's ``train`` section (``max_steps``,
+        ``batch_size``, ``patch_size``, ``lr``, ...). The best weights are loaded into this
+        pipeline; returns the checkpoint path.
+        """
+        from mrsr.training import resolve_config
+        from mrsr.training import train as run
+
+        raw = {
+            "data": {"train": train, "val": val},
+            "degradation": {"method": self.spec.degradation, "scale": self.spec.scale},
+            "model": {"name": self.spec.network, **self.spec.options},
+            "train": train_options,
+            "output_dir": str(output_dir),
+        }
+        path = run(
+            resolve_config(raw, origin="Pipeline.fit"), resume=resume, progress=self.progress
+        )
+        self.spec, self.network = load_checkpoint(path)
+        return path
 
     def evaluate(
         self, x: Any, ref: Any, mask: Any = "auto", shave: int | None = None

@@ -1,0 +1,283 @@
+"""The training loop: L1 + Adam with step decay (the CSN/CSSFN protocol), validation on whole
+volumes, atomic checkpoints, exact resume, and DistributedDataParallel under ``torchrun``.
+
+Determinism: each step's batch is fixed by its indices into :class:`PatchPairs` (rank ``r`` of
+``W`` takes samples ``((t * W) + r) * B + j`` at step ``t``), so a resumed run sees the same data
+as an uninterrupted one, and the model, optimizer, scheduler, EMA and RNG state are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from mrsr.checkpoint import ModelSpec, save_checkpoint
+from mrsr.errors import MRSRError
+from mrsr.inference import super_resolve
+from mrsr.io import load_volume
+from mrsr.pipeline import Pipeline, score
+from mrsr.training.data import PatchPairs, load_slabs, volume_paths
+from mrsr.training.state import load_state, save_state
+from mrsr.transforms import degrade
+
+__all__ = ["train"]
+
+# Keys that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = ("max_steps", "val_every", "log_every", "num_workers", "device")
+
+
+class StepIndices(torch.utils.data.Sampler):
+    """Sample indices of steps ``start..stop-1`` for one rank (see the module docstring)."""
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            first = (step * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.batch
+
+
+def _comparable(cfg: dict) -> dict:
+    train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_CHANGES}
+    return {**cfg, "train": train}
+
+
+class Validator:
+    """PSNR/SSIM of whole validation volumes through the inference engine, with baselines."""
+
+    def __init__(self, paths: list[Path], spec: ModelSpec) -> None:
+        self.spec = spec
+        self.pairs = [degrade(load_volume(p), spec.scale, spec.degradation) for p in paths]
+        baselines = ["bicubic"] + (["zerofill"] if spec.degradation == "kspace" else [])
+        self.baselines = {
+            name: self._mean(Pipeline(name, spec.scale, degradation=spec.degradation).network)
+            for name in baselines
+        }
+
+    def _mean(self, network: torch.nn.Module) -> dict[str, float]:
+        scores = []
+        for lr, hr in self.pairs:
+            sr = super_resolve(lr, network, self.spec.scale, self.spec.grid, batch_size=8)
+            scores.append(score(sr, hr, shave=self.spec.scale))
+        return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+
+    def __call__(self, network: torch.nn.Module) -> dict[str, float]:
+        was_training = network.training
+        result = self._mean(network)
+        network.train(was_training)
+        return result
+
+
+class Logs:
+    """CSV logs (and TensorBoard when installed) in the output folder; rank 0 only."""
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        mode = "a" if resume else "w"
+        self.train = open(out / "train_log.csv", mode, newline="")  # noqa: SIM115
+        self.val = open(out / "val_log.csv", mode, newline="")  # noqa: SIM115
+        if not resume:
+            csv.writer(self.train).writerow(["step", "loss", "lr", "seconds"])
+            csv.writer(self.val).writerow(["step", "method", "psnr", "ssim", "nrmse"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.board = None
+
+    def loss(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        csv.writer(self.train).writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.1f}"])
+        self.train.flush()
+        if self.board:
+            self.board.add_scalar("train/l1", loss, step)
+
+    def metrics(self, step: int, method: str, values: dict[str, float]) -> None:
+        row = [step, method] + [f"{values[k]:.6f}" for k in ("psnr", "ssim", "nrmse")]
+        csv.writer(self.val).writerow(row)
+        self.val.flush()
+        if self.board:
+            for key, value in values.items():
+                self.board.add_scalar(f"val_{method}/{key}", value, step)
+
+    def close(self) -> None:
+        self.train.close()
+        self.val.close()
+        if self.board:
+            self.board.close()
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.startswith("cuda"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
+    """Train as ``cfg`` says (see :mod:`mrsr.training.config`); returns the best checkpoint."""
+    t = cfg["train"]
+    rank, world, device = _distributed(t["device"])
+    out = Path(cfg["output_dir"])
+    state_path = out / "state.safetensors"
+    if resume and not state_path.is_file():
+        raise MRSRError(f"{state_path}: nothing to resume from (no training state)")
+    if not resume and state_path.exists():
+        raise MRSRError(
+            f"{out}: holds a training run already; pass --resume to continue it, or choose "
+            "another output_dir"
+        )
+    options = {k: v for k, v in cfg["model"].items() if k != "name"}
+    deg = cfg["degradation"]
+    torch.manual_seed(t["seed"])
+    spec = ModelSpec.create(cfg["model"]["name"], deg["scale"], deg["method"], options)
+    model = spec.build().to(device)
+    train_paths = volume_paths(cfg["data"]["train"])
+    dataset = PatchPairs(
+        load_slabs(train_paths),
+        deg["scale"],
+        t["patch_size"],
+        deg["method"],
+        deg["noise"],
+        t["seed"],
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
+    ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
+    start, best = 0, float("-inf")
+    if resume:
+        state = load_state(state_path)
+        if _comparable(json.loads(state["config"])) != _comparable(cfg):
+            raise MRSRError(f"{state_path}: the config differs from the run being resumed")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        ema = state.get("ema") or ema
+        start, best = state["step"], state["best"]
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        logs = Logs(out, resume)
+        validator = (
+            Validator(volume_paths(cfg["data"]["val"], "data.val"), spec)
+            if cfg["data"]["val"]
+            else None
+        )
+        if validator and not resume:
+            for name, values in validator.baselines.items():
+                logs.metrics(0, name, values)
+    net = DistributedDataParallel(model) if world > 1 else model
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=t["batch_size"],
+        sampler=StepIndices(start, t["max_steps"], t["batch_size"], rank, world),
+        num_workers=t["num_workers"],
+    )
+    autocast = (
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        if t["precision"] == "bf16"
+        else contextlib.nullcontext()
+    )
+    info = {
+        "trained": True,
+        "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
+    }
+    bar = tqdm(
+        total=t["max_steps"],
+        initial=start,
+        desc="training",
+        disable=rank != 0 or not progress,
+        file=sys.stderr,
+    )
+    model.train()
+    began, window = time.time(), []
+    last = out / "last.safetensors"
+    for step, (lr_batch, hr_batch) in enumerate(loader, start=start + 1):
+        with autocast:
+            loss = F.l1_loss(net(lr_batch.to(device)).float(), hr_batch.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema, model.parameters()):
+                    e.lerp_(p.detach(), 1 - t["ema"])
+        window.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{window[-1]:.4f}")
+        if rank != 0:
+            continue
+        if step % t["log_every"] == 0 or step == t["max_steps"]:
+            logs.loss(
+                step, sum(window) / len(window), scheduler.get_last_lr()[0], time.time() - began
+            )
+            window = []
+        if step % t["val_every"] == 0 or step == t["max_steps"]:
+            weights = _swap(model, ema)
+            values = validator(model) if validator else None
+            info.update(steps=step, val=values)
+            save_checkpoint(last, model, _with_info(spec, info))
+            if values is not None:
+                logs.metrics(step, spec.network, values)
+                if values["psnr"] > best:
+                    best = values["psnr"]
+                    save_checkpoint(out / "best.safetensors", model, _with_info(spec, info))
+            _swap(model, weights)
+            save_state(
+                state_path,
+                {
+                    "step": step,
+                    "best": best,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "ema": ema,
+                    "config": json.dumps(cfg),
+                },
+            )
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        logs.close()
+    best_path = out / "best.safetensors"
+    return best_path if best_path.exists() else last
+
+
+def _swap(model: torch.nn.Module, weights: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    """Load ``weights`` (e.g. the EMA) into ``model``; return the ones they replaced."""
+    if weights is None:
+        return None
+    previous = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights):
+            p.copy_(w)
+    return previous
+
+
+def _with_info(spec: ModelSpec, info: dict) -> ModelSpec:
+    return ModelSpec(**{**spec.__dict__, "info": dict(info)})

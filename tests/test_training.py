@@ -1,0 +1,180 @@
+"""Training: a tiny run end to end, exact resume, torchrun DDP, config errors by key name."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import phantom
+from safetensors.torch import load_file
+
+from mrsr import Pipeline
+from mrsr.checkpoint import ModelSpec
+from mrsr.cli import main
+from mrsr.errors import MRSRError
+from mrsr.training import load_config, resolve_config, train
+from mrsr.training.data import PatchPairs
+from mrsr.training.trainer import StepIndices
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"train": "vols", "val": "vols/v0.nii.gz"},
+    "degradation": {"method": "kspace", "scale": 2},
+    "model": {"name": "cssfn", "channels": 8, "n_blocks": 1, "n_units": 1},
+    "train": {"max_steps": 6, "batch_size": 4, "patch_size": 10, "val_every": 3, "lr": 1e-3},
+    "output_dir": "run",
+}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "vols").mkdir()
+    for i in range(3):
+        image = nib.Nifti1Image(phantom((40, 36, 5), seed=i, sigma=3.0), np.diag([1, 1, 3, 1.0]))
+        nib.save(image, str(tmp_path / "vols" / f"v{i}.nii.gz"))
+    return tmp_path
+
+
+def write_config(folder, cfg=TINY, name="c.yaml"):
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_tiny_run_writes_a_checkpoint_that_upscale_uses(workdir, capsys):
+    assert main(["train", write_config(workdir)]) == 0
+    run = workdir / "run"
+    assert {"best.safetensors", "last.safetensors", "state.safetensors"} <= {
+        p.name for p in run.iterdir()
+    }
+    log = (run / "val_log.csv").read_text().splitlines()
+    assert log[0] == "step,method,psnr,ssim,nrmse" and any(",zerofill," in r for r in log)
+    lr = str(workdir / "lr.nii.gz")
+    assert main(["degrade", str(workdir / "vols" / "v1.nii.gz"), lr, "--scale", "2"]) == 0
+    out = str(workdir / "sr.nii.gz")
+    assert main(["upscale", lr, out, "--model", str(run / "best.safetensors")]) == 0
+    assert nib.load(out).shape == (40, 36, 5)
+    assert "untrained" not in capsys.readouterr().err
+
+
+def test_resume_is_exact(workdir):
+    straight = resolve_config(TINY, base=workdir)
+    straight["output_dir"] = str(workdir / "straight")
+    train(straight, progress=False)
+    halves = resolve_config(TINY, ["train.max_steps=3"], base=workdir)
+    train(halves, progress=False)
+    halves["train"]["max_steps"] = 6
+    train(halves, resume=True, progress=False)
+    a = load_file(str(workdir / "straight" / "last.safetensors"))
+    b = load_file(str(workdir / "run" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # and the first half really was a different (earlier) model
+    train_log = (workdir / "run" / "train_log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in train_log[1:]] == ["3", "6"]
+
+
+def test_step_indices_give_each_rank_its_own_samples():
+    ranks = [list(StepIndices(5, 9, 4, rank, 2)) for rank in range(2)]
+    assert not set(ranks[0]) & set(ranks[1])
+    assert sorted(ranks[0] + ranks[1]) == list(StepIndices(5, 9, 8, 0, 1))
+
+
+def test_patch_pairs_are_aligned_and_reproducible():
+    slab = torch.from_numpy(phantom((4, 40, 36), sigma=3.0)) / 100
+    pairs = PatchPairs([slab], scale=2, patch_size=8, method="bicubic", seed=3)
+    lr, hr = pairs[17]
+    assert lr.shape == (1, 8, 8) and hr.shape == (1, 16, 16)
+    torch.testing.assert_close(pairs[17][0], lr)
+    # bicubic pairs: the LR patch is the area-downsampled HR patch up to border effects
+    down = torch.nn.functional.avg_pool2d(hr[None], 2)[0]
+    assert float((down - lr)[:, 2:-2, 2:-2].abs().max()) < 0.05
+
+
+def test_two_process_torchrun_equals_one_process_with_the_union_batch(workdir):
+    cfg = dict(TINY, train={**TINY["train"], "max_steps": 3, "val_every": 3, "batch_size": 2})
+    cfg["output_dir"] = "ddp"
+    ddp_config = write_config(workdir, cfg, "ddp.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        cmd + ["-m", "mrsr", "train", ddp_config], cwd=workdir, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = dict(cfg, train={**cfg["train"], "batch_size": 4}, output_dir="single")
+    train(resolve_config(single, base=workdir), progress=False)
+    a = load_file(str(workdir / "ddp" / "last.safetensors"))
+    b = load_file(str(workdir / "single" / "last.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    assert Pipeline.from_pretrained(workdir / "ddp" / "last.safetensors").trained
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lrr=1", "'train.lrr' is unknown"),
+        ("train.batch_size=big", "'train.batch_size' must be int"),
+        ("model.widht=3", "'model.widht' is not an option of cssfn"),
+        ("model.scale=3", "model.scale 3 disagrees with degradation.scale 2"),
+        ("data.train=nowhere", "data.train: no volumes found"),
+        ("degradation.method=blur", "degradation.method must be one of"),
+        ("train.patch_size=64", "train.patch_size 64 at scale 2 needs slices of at least 128"),
+    ],
+)
+def test_bad_configs_fail_at_once_naming_the_key(workdir, override, message):
+    with pytest.raises(MRSRError, match=message):
+        train(load_config(write_config(workdir), [override]), progress=False)
+    assert not (workdir / "run").exists()
+
+
+def test_pipeline_fit_trains_and_loads_the_weights(workdir):
+    pipe = Pipeline("cssfn", 2, channels=8, n_blocks=1, n_units=1)
+    before = [p.detach().clone() for p in pipe.network.parameters()]
+    path = pipe.fit(str(workdir / "vols"), output_dir=workdir / "fit", max_steps=3, patch_size=8)
+    assert path.exists() and pipe.trained
+    after = list(pipe.network.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_shipped_pipeline_configs_are_valid():
+    configs = sorted((ROOT / "pipelines").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg["data"]["train"] and Path(cfg["output_dir"]).is_absolute()
+        spec = ModelSpec.create(
+            cfg["model"]["name"],
+            cfg["degradation"]["scale"],
+            cfg["degradation"]["method"],
+            {k: v for k, v in cfg["model"].items() if k != "name"},
+        )
+        assert spec.build().scale == cfg["degradation"]["scale"]
+
+
+def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
+    ixi = tmp_path / "IXI"
+    ixi.mkdir()
+    for n in range(7):
+        for contrast in ("T1", "T2", "PD"):
+            data = np.full((244, 242, 98), n, dtype=np.int16)
+            image = nib.Nifti1Image(data, np.diag([0.9, 0.9, 1.2, 1]))
+            nib.save(image, str(ixi / f"IXI{n:03d}-Guys-0000-{contrast}.nii.gz"))
+    nib.save(image, str(ixi / "IXI099-Guys-0000-T1.nii.gz"))  # T1 only: left out
+    script = ROOT / "pipelines" / "ixi_prepare.py"
+    out = tmp_path / "ixi"
+    subprocess.run(
+        [sys.executable, str(script), str(ixi), str(out), "--counts", "4", "2", "1"], check=True
+    )
+    split = json.loads((out / "split.json").read_text())
+    ids = split["train"] + split["test"] + split["val"]
+    assert len(ids) == len(set(ids)) == 7 and "IXI099" not in ids
+    for contrast in ("T1", "T2", "PD"):
+        files = sorted(p.name for p in (out / contrast / "train").iterdir())
+        assert files == [f"{s}.nii.gz" for s in split["train"]]
+    assert nib.load(str(out / "PD" / "val" / f"{split['val'][0]}.nii.gz")).shape == (240, 240, 96)
