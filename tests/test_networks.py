@@ -451,3 +451,12 @@ def test_interpolation_on_the_area_grid_is_interpolate(mode):
 def test_zerofill_baseline_needs_the_kspace_grid():
     with pytest.raises(ValueError, match='needs grid="kspace"'):
         Interpolation(2, mode="kspace", grid="area")
+
+
+@pytest.mark.parametrize("name", ["cssfn", "csn"])
+def test_zero_tail_starts_as_the_skip(name):
+    net = create(name, scale=2, skip="kspace", zero_tail=True, **SMALL[name]).eval()
+    x = torch.rand(2, 1, 9, 8)
+    torch.testing.assert_close(net(x), Interpolation(2, mode="kspace")(x))
+    assert net.tail[-1].weight.abs().sum() == 0
+    assert create(name, scale=2, **SMALL[name]).tail[-1].weight.abs().sum() > 0

@@ -99,6 +99,8 @@ class CSSFN(nn.Module):
         unit: ``"cssfu"`` (paper) or ``"msrb"``.
         skip: external skip, ``"bicubic"`` (paper), ``"kspace"`` or ``"none"``.
         grid: sampling grid of the degradation, ``"kspace"`` (truncation) or ``"area"``.
+        zero_tail: zero-initialise the last conv, so the untrained network is exactly its skip
+            (e.g. zero-filling with ``skip="kspace"``) and training starts from the baseline.
 
     Shapes: ``(B, in_channels, H, W) -> (B, out_channels, scale*H, scale*W)``.
     """
@@ -115,6 +117,7 @@ class CSSFN(nn.Module):
         unit: Unit | str = "cssfu",
         skip: Skip | str = "bicubic",
         grid: Grid | str = "kspace",
+        zero_tail: bool = False,
     ) -> None:
         super().__init__()
         self.scale, self.skip, self.grid = scale, skip, grid
@@ -127,6 +130,8 @@ class CSSFN(nn.Module):
         self.fusion = fusion((n_blocks + 1) * channels, channels)
         self.tail = reconstruction(channels, out_channels, scale)
         xavier_init_(self)
+        if zero_tail:
+            nn.init.zeros_(self.tail[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = self.head(x)
