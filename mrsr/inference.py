@@ -15,6 +15,7 @@ import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
+from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
 
@@ -55,6 +56,15 @@ def _run(network: torch.nn.Module, batch: torch.Tensor, tta: bool, square: bool,
     return total / len(augmentations)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return (
+        isinstance(exc, torch.OutOfMemoryError)
+        or "out of memory" in text
+        or ("can't allocate memory" in text)
+    )
+
+
 def _neighbourhoods(slices: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
     """Slices ``start..stop-1`` each with its ``k`` neighbours as channels, edges replicated."""
     centre = torch.arange(start, stop)
@@ -83,12 +93,12 @@ def super_resolve(
     ``(B, k, H, W)`` to ``(B, 1, scale*H, scale*W)``, where ``k`` is its ``in_channels``
     attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
     flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
-    input's meta and the new affine.
+    input's meta and the new affine. A batch that runs out of memory is retried in halves.
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
     if volume.ndim != 4:
-        raise ValueError(f"expected a channel-first volume (C, X, Y, Z), got {tuple(volume.shape)}")
+        raise MRSRError(f"expected a channel-first volume (C, X, Y, Z), got {tuple(volume.shape)}")
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else int(axis) % 3
     in_plane = [a for a in range(3) if a != axis]
@@ -110,12 +120,25 @@ def super_resolve(
         slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
         n, h, w = slices.shape
         out = torch.empty(n, scale * h, scale * w)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+        start, size = 0, batch_size
+        while start < n:
+            stop = min(start + size, n)
             batch = _neighbourhoods(slices, start, stop, k).to(device)
-            y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+            try:
+                y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                if size == 1:
+                    raise MRSRError(
+                        f"one {h}x{w} slice does not fit in memory on {device}; try another "
+                        "device or a smaller volume"
+                    ) from exc
+                size = max(1, size // 2)  # the same slices again, in smaller batches
+                continue
             out[start:stop] = y[:, 0].float().cpu()
             bar.update(stop - start)
+            start = stop
         outputs.append((out * (hi - lo) + lo).movedim(0, axis))
     bar.close()
     result = MetaTensor(torch.stack(outputs), meta=dict(volume.meta))

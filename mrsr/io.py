@@ -29,6 +29,7 @@ from mrsr.errors import MRSRError
 
 __all__ = [
     "atomic_path",
+    "checked_volume",
     "is_volume_path",
     "load_volume",
     "remove_stale_temporaries",
@@ -115,12 +116,34 @@ def _load_sitk(path: Path) -> MetaTensor:
     return MetaTensor(torch.from_numpy(array.astype(np.float32))[None], meta=meta)
 
 
+def checked_volume(volume: MetaTensor, path: str | os.PathLike) -> MetaTensor:
+    """``(C, X, Y, Z)`` whatever the file's rank, with a usable affine and finite voxels."""
+    data = volume.as_tensor()
+    if data.ndim == 3:  # a 2D image: a volume of one slice
+        data = data[..., None]
+    if data.ndim == 5 and data.shape[-1] == 1:  # NIfTI (X, Y, Z, 1, C): components as channels
+        data = data[..., 0]
+    if data.ndim != 4:
+        raise MRSRError(
+            f"{path}: a {data.ndim - 1}D image with {data.shape[0]} channels is not supported; "
+            "give 2D, 3D or 4D (a series of 3D volumes) data"
+        )
+    if abs(np.linalg.det(np.asarray(volume.affine, dtype=np.float64)[:3, :3])) < 1e-12:
+        raise MRSRError(f"{path}: the affine is singular (a zero voxel size?); fix the header")
+    bad = int((~torch.isfinite(data)).sum())
+    if bad:
+        raise MRSRError(f"{path}: {bad} voxels are NaN or infinite; replace them (e.g. by 0)")
+    return volume if data is volume.as_tensor() else MetaTensor(data, meta=dict(volume.meta))
+
+
 def load_volume(path: str | os.PathLike) -> MetaTensor:
     """Read a volume as a float32 MetaTensor ``(C, X, Y, Z)`` with its file's RAS affine.
 
     NIfTI (``.nii``, ``.nii.gz``; scl_slope/scl_inter applied) is read by MONAI's
     ``NibabelReader``; NRRD, MHA/MHD and DICOM series folders by SimpleITK (LPS converted to
     RAS). ``meta["source_dtype"]`` records the stored data type for :func:`save_volume`.
+    A 2D image becomes one slice ``(1, X, Y, 1)``; a 4D series puts its volumes on ``C``.
+    Volumes with NaN/inf voxels or a singular affine are refused (:class:`MRSRError`).
     """
     p = Path(path)
     if not p.exists():
@@ -128,9 +151,9 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
     suffix = _suffix(p)
     try:
         if suffix in NIFTI_SUFFIXES:
-            return _load_nifti(p)
+            return checked_volume(_load_nifti(p), p)
         if suffix in SITK_SUFFIXES or (p.is_dir() and _is_dicom_dir(p)):
-            return _load_sitk(p)
+            return checked_volume(_load_sitk(p), p)
     except MRSRError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
@@ -155,7 +178,12 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     if not target.parent.is_dir():
         raise MRSRError(f"{target.parent}: output folder does not exist")
     suffix = _suffix(target) or target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
+        )
+    except OSError as exc:
+        raise MRSRError(f"{target.parent}: cannot write here ({exc.strerror})") from exc
     os.close(fd)
     try:
         yield Path(tmp)

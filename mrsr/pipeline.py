@@ -24,7 +24,7 @@ from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.inference import super_resolve
-from mrsr.io import load_volume, save_volume
+from mrsr.io import checked_volume, load_volume, save_volume
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
 
@@ -51,14 +51,16 @@ def as_volume(x: Any, affine: np.ndarray | None = None) -> MetaTensor:
         data = np.asarray(x.dataobj, dtype=np.float32)
         return as_volume(data, x.affine)
     if isinstance(x, MetaTensor):
-        return x if x.ndim == 4 else MetaTensor(x.as_tensor()[None], meta=dict(x.meta))
+        volume = x if x.ndim == 4 else MetaTensor(x.as_tensor()[None], meta=dict(x.meta))
+        return checked_volume(volume, volume.meta.get("filename_or_obj", "input volume"))
     if affine is None:
         raise ValueError("an array needs its affine: pipe(array, affine=...)")
     data = torch.as_tensor(np.asarray(x, dtype=np.float32))
     if data.ndim == 2:
         data = data[..., None]
     data = data[None] if data.ndim == 3 else data.movedim(-1, 0)
-    return MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)))
+    volume = MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)))
+    return checked_volume(volume, "input array")
 
 
 class Pipeline:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
-from mrsr.io import load_volume
+from mrsr.io import load_volume, remove_stale_temporaries
 from mrsr.pipeline import Pipeline, score
 from mrsr.training.data import PatchPairs, load_slabs, volume_paths
 from mrsr.training.state import load_state, save_state
@@ -177,6 +177,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         start, best = state["step"], state["best"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        for name in ("last.safetensors", "best.safetensors", "state.safetensors"):
+            remove_stale_temporaries(out / name)  # left by a run killed while saving
         logs = Logs(out, resume)
         validator = (
             Validator(volume_paths(cfg["data"]["val"], "data.val"), spec)
