@@ -19,7 +19,9 @@ from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
 
-__all__ = ["super_resolve", "sr_affine"]
+__all__ = ["PRECISIONS", "super_resolve", "sr_affine"]
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def sr_affine(affine: np.ndarray, axis: int, scale: int, grid: Grid | str) -> np.ndarray:
@@ -85,6 +87,7 @@ def super_resolve(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     tta: bool = False,
+    precision: str = "fp32",
     progress: bool = False,
 ) -> MetaTensor:
     """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice.
@@ -94,6 +97,7 @@ def super_resolve(
     attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
     flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
     input's meta and the new affine. A batch that runs out of memory is retried in halves.
+    ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA).
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
@@ -105,7 +109,11 @@ def super_resolve(
     sp = np.linalg.norm(affine[:3, :3], axis=0)
     square = bool(np.isclose(sp[in_plane[0]], sp[in_plane[1]], rtol=1e-3))
     k = int(getattr(network, "in_channels", 1))
-    network = network.to(device).eval()
+    if precision not in PRECISIONS:
+        raise MRSRError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time
+    network = network.to(device, memory_format=torch.channels_last).eval()
+    autocast = torch.autocast(torch.device(device).type, torch.bfloat16, precision == "bf16")
 
     data = volume.as_tensor().float()
     outputs = []
@@ -124,8 +132,10 @@ def super_resolve(
         while start < n:
             stop = min(start + size, n)
             batch = _neighbourhoods(slices, start, stop, k).to(device)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             try:
-                y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+                with autocast:
+                    y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _out_of_memory(exc):
                     raise

@@ -72,7 +72,8 @@ class Pipeline:
         scale: in-plane upscaling factor.
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
-        batch_size, device, axis, tta, progress: see :func:`mrsr.inference.super_resolve`.
+        batch_size, device, axis, tta, precision, progress: see
+            :func:`mrsr.inference.super_resolve`.
         **options: constructor options of the named network.
     """
 
@@ -86,6 +87,7 @@ class Pipeline:
         device: str = "cpu",
         axis: int | None = None,
         tta: bool = False,
+        precision: str = "fp32",
         progress: bool = False,
         **options: Any,
     ) -> None:
@@ -100,7 +102,7 @@ class Pipeline:
         if getattr(self.network, "grid", self.spec.grid) != self.spec.grid:
             raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
         self.batch_size, self.device, self.axis = batch_size, device, axis
-        self.tta, self.progress = tta, progress
+        self.tta, self.precision, self.progress = tta, precision, progress
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
@@ -139,6 +141,7 @@ class Pipeline:
             batch_size=self.batch_size,
             device=self.device,
             tta=self.tta,
+            precision=self.precision,
             progress=self.progress,
         )
 

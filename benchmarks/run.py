@@ -1,0 +1,245 @@
+"""Speed, memory and quality of mrsr, printed as Markdown tables (run by hand, not a test).
+
+    python benchmarks/run.py [--quick] [--heldout data/default/heldout]
+
+1. engine vs a plain eager loop over single slices (NCHW, ``torch.no_grad``), paper-size
+   CSSFN-B2 x2, fp32 and bf16: time per slice, speed-up, largest relative difference;
+2. pipeline overhead (load, normalise, slice, reassemble, save) against network time on a
+   240 x 240 x 96 volume with the default-size network;
+3. peak memory beyond the input and output arrays for 50 and 400 slices;
+4. training throughput (steps/s, batch 16, 24 x 24 patches) of the paper-size and default nets;
+5. quality of every shipped model against zero-filling and grid-correct bicubic on held-out
+   volumes (slices normalised by the reference's 99.5th percentile, slices with > 10 %
+   foreground, PSNR/SSIM per slice averaged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from mrsr import metrics
+from mrsr.inference import super_resolve
+from mrsr.intensity import intensity_window
+from mrsr.io import load_volume, save_volume
+from mrsr.networks import create
+from mrsr.pipeline import Pipeline, shipped_weights
+from mrsr.transforms import degrade
+
+DEFAULT_NET = {"channels": 32, "n_blocks": 2, "n_units": 3, "q": 2, "skip": "kspace"}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def smooth_volume(shape: tuple[int, int, int], seed: int = 0) -> MetaTensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 1, *shape, generator=g)
+    x = torch.nn.functional.avg_pool3d(x, 5, 1, 2) * 1000
+    return MetaTensor(x[0], affine=torch.eye(4, dtype=torch.float64))
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def eager_loop(net: torch.nn.Module, vol: MetaTensor) -> torch.Tensor:
+    lo, hi = intensity_window(vol.as_tensor()[0])
+    with torch.no_grad():
+        slices = [
+            net((vol.as_tensor()[:, None, :, :, z] - lo) / (hi - lo))[0, 0]
+            for z in range(vol.shape[-1])
+        ]
+    return torch.stack(slices, -1) * (hi - lo) + lo
+
+
+def engine_vs_eager(size: int, n: int) -> str:
+    torch.manual_seed(0)
+    net = create("cssfn", scale=2).eval()
+    vol = smooth_volume((size, size, n))
+    t_eager, ref = timed(lambda: eager_loop(net, vol))
+    rows = [["eager loop, NCHW, one slice at a time", f"{t_eager / n:.2f}", "1.00", "-"]]
+    for precision in ("fp32", "bf16"):
+        for batch in (1, 4):
+            t, out = timed(
+                lambda b=batch, p=precision: super_resolve(
+                    vol, net, 2, batch_size=b, precision=p
+                ).as_tensor()[0]
+            )
+            diff = float((out - ref).abs().max() / ref.abs().max())
+            name = f"engine, {precision}, batch {batch}"
+            rows.append([name, f"{t / n:.2f}", f"{t_eager / t:.2f}", f"{diff:.1e}"])
+    return table(
+        [
+            f"CSSFN-B2 x2 (16.4 M), LR slices {size}x{size}, {n} slices",
+            "s/slice",
+            "speed-up",
+            "max rel. diff.",
+        ],
+        rows,
+    )
+
+
+def overhead() -> str:
+    net = create("cssfn", scale=2, **DEFAULT_NET).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "lr.nii.gz"
+        save_volume(smooth_volume((120, 120, 96)), src)
+        pipe = Pipeline(net, 2)
+        t_total, _ = timed(lambda: pipe.save(src, Path(tmp) / "sr.nii.gz", overwrite=True))
+        vol = load_volume(src)
+        t_net, _ = timed(lambda: super_resolve(vol, net, 2, batch_size=8))
+        with torch.no_grad():
+            x = (
+                vol.as_tensor()[0]
+                .permute(2, 0, 1)[:, None]
+                .contiguous(memory_format=torch.channels_last)
+            )
+            t_pure, _ = timed(lambda: [net(x[i : i + 8]) for i in range(0, 96, 8)])
+    rows = [
+        ["network alone (batches of 8 slices)", f"{t_pure:.2f}", "-"],
+        [
+            "engine (normalise, slice, reassemble)",
+            f"{t_net:.2f}",
+            f"{(t_net - t_pure) / t_pure:.1%}",
+        ],
+        [
+            "whole command (load, engine, save NIfTI)",
+            f"{t_total:.2f}",
+            f"{(t_total - t_pure) / t_pure:.1%}",
+        ],
+    ]
+    return table(["120x120x96 -> 240x240x96, default-size CSSFN", "s", "overhead"], rows)
+
+
+def peak_memory(slices: int) -> float:
+    """Peak RSS (MiB) of a fresh process upscaling 64x64xN, minus its input and output arrays."""
+    code = f"""
+import resource, torch
+from monai.data import MetaTensor
+from mrsr.inference import super_resolve
+from mrsr.networks import create
+net = create("cssfn", scale=2, channels=32, n_blocks=2, n_units=3, q=2, skip="kspace")
+torch.manual_seed(0)
+vol = MetaTensor(torch.rand(1, 64, 64, {slices}), affine=torch.eye(4, dtype=torch.float64))
+out = super_resolve(vol, net, 2, batch_size=8)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    peak = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+    )
+    arrays = 64 * 64 * slices * 4 * (1 + 4) / 2**20
+    return peak - arrays
+
+
+def memory() -> str:
+    rows = []
+    for n in (50, 400):
+        rows.append([n, f"{peak_memory(n):.0f}"])
+    ratio = float(rows[1][1]) / float(rows[0][1])
+    rows.append(["ratio 400 / 50", f"{ratio:.2f}"])
+    return table(["slices (64x64 -> 128x128)", "peak RSS minus input+output (MiB)"], rows)
+
+
+def training_speed(steps: int) -> str:
+    rows = []
+    for name, options in (("paper CSSFN-B2 x2", {}), ("default CSSFN x2", DEFAULT_NET)):
+        net = create("cssfn", scale=2, **options)
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        x, y = torch.rand(16, 1, 24, 24), torch.rand(16, 1, 48, 48)
+
+        def step(net=net, opt=opt, x=x, y=y):
+            loss = torch.nn.functional.l1_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()
+        t, _ = timed(lambda s=step: [s() for _ in range(steps)])
+        params = sum(p.numel() for p in net.parameters())
+        rows.append([name, f"{params:,}", f"{steps / t:.2f}"])
+    return table(["network", "parameters", "steps/s (batch 16, 24x24 LR patches)"], rows)
+
+
+def slice_scores(pred: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """The issue-7 protocol: per slice, normalised by the reference's 99.5th percentile."""
+    r, p = ref.numpy().astype(np.float64), pred.numpy().astype(np.float64)
+    scale = np.percentile(r, 99.5)
+    r, p = r / scale, p / scale
+    psnr, ssim = [], []
+    for z in range(r.shape[-1]):
+        if (r[..., z] > 0.1).mean() <= 0.10:
+            continue
+        psnr.append(metrics.psnr(p[..., z], r[..., z], data_range=1.0))
+        ssim.append(metrics.ssim(p[..., z], r[..., z], data_range=1.0))
+    return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+def quality(heldout: Path) -> str:
+    def cell(pred: MetaTensor, ref: torch.Tensor) -> str:
+        return "{:.2f} / {:.4f}".format(*slice_scores(pred.as_tensor()[0], ref))
+
+    rows = []
+    for name, path in sorted(shipped_weights().items()):
+        pipe = Pipeline.from_pretrained(path)
+        spec = pipe.spec
+        baselines = ["zerofill", "bicubic"] if spec.degradation == "kspace" else [None, "bicubic"]
+        for volume in sorted(heldout.glob("*.nii.gz")):
+            lr, hr = degrade(load_volume(volume), spec.scale, spec.degradation)
+            ref = hr.as_tensor()[0]
+            row = [name, volume.name.replace(".nii.gz", "")]
+            for base in baselines:
+                baseline = base and Pipeline(base, spec.scale, degradation=spec.degradation)
+                row.append(cell(baseline(lr), ref) if baseline else "-")
+            rows.append([*row, cell(pipe(lr), ref)])
+    header = ["model", "held-out volume", "zero-fill", "bicubic (model's grid)", "model"]
+    return "PSNR (dB) / SSIM\n\n" + table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer slices and steps")
+    parser.add_argument("--heldout", type=Path, default=Path("data/default/heldout"))
+    parser.add_argument("--only", nargs="+", help="sections: engine overhead memory train quality")
+    args = parser.parse_args()
+    sections = {
+        "engine": lambda: engine_vs_eager(48 if args.quick else 64, 4 if args.quick else 8),
+        "overhead": overhead,
+        "memory": memory,
+        "train": lambda: training_speed(3 if args.quick else 10),
+        "quality": lambda: quality(args.heldout),
+    }
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {platform.python_version()}"
+    )
+    for key in args.only or sections:
+        print(f"\n### {key}\n")
+        print(sections[key]())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n(peak RSS of this process: {peak:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
