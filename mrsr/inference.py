@@ -15,6 +15,7 @@ import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
+from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
@@ -88,6 +89,7 @@ def super_resolve(
     device: str | torch.device = "cpu",
     tta: bool = False,
     precision: str = "fp32",
+    data_consistency: float = 0.0,
     progress: bool = False,
 ) -> MetaTensor:
     """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice.
@@ -98,6 +100,10 @@ def super_resolve(
     flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
     input's meta and the new affine. A batch that runs out of memory is retried in halves.
     ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA).
+    ``data_consistency`` (0 to 1, ``"kspace"`` grid only) puts the input's k-space back into the
+    block of the output's spectrum that the acquisition measured
+    (:func:`mrsr.kspace.data_consistency`); 1 makes the output reproduce the input exactly
+    when degraded again.
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
@@ -109,6 +115,8 @@ def super_resolve(
     sp = np.linalg.norm(affine[:3, :3], axis=0)
     square = bool(np.isclose(sp[in_plane[0]], sp[in_plane[1]], rtol=1e-3))
     k = int(getattr(network, "in_channels", 1))
+    if data_consistency and grid != "kspace":
+        raise MRSRError("data consistency needs a model of k-space truncation (grid 'kspace')")
     if precision not in PRECISIONS:
         raise MRSRError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time
@@ -146,7 +154,11 @@ def super_resolve(
                     ) from exc
                 size = max(1, size // 2)  # the same slices again, in smaller batches
                 continue
-            out[start:stop] = y[:, 0].float().cpu()
+            y = y[:, :1].float()
+            if data_consistency:
+                centre = batch[:, k // 2 : k // 2 + 1].float()
+                y = kspace.data_consistency(y, centre, dims=(-2, -1), weight=data_consistency)
+            out[start:stop] = y[:, 0].cpu()
             bar.update(stop - start)
             start = stop
         outputs.append((out * (hi - lo) + lo).movedim(0, axis))

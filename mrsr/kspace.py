@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["truncate", "zero_fill"]
+__all__ = ["data_consistency", "truncate", "zero_fill"]
 
 
 def _block(n: int, m: int) -> slice:
@@ -93,3 +93,50 @@ def zero_fill(x: torch.Tensor, sizes: Sequence[int], dims: Sequence[int]) -> tor
             )
     gain = _gain(sizes, [x.shape[d] for d in dims])
     return (_image(k, dims).real * gain).to(x.dtype)
+
+
+def _hermitian_mirror(k: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """``conj(K[-f])`` at every frequency ``f`` of an unshifted spectrum."""
+    return torch.conj(
+        torch.roll(torch.flip(k, dims=tuple(dims)), shifts=[1] * len(dims), dims=tuple(dims))
+    )
+
+
+def _block_mask(
+    shape: Sequence[int], sizes: Sequence[int], dims: Sequence[int], like
+) -> torch.Tensor:
+    """Boolean mask of the kept frequencies ``[-M//2, M - M//2)`` in unshifted order."""
+    mask = torch.ones((), dtype=torch.bool, device=like.device)
+    for d, m in zip(dims, sizes):
+        n = shape[d]
+        f = torch.fft.fftfreq(n, 1.0 / n, device=like.device).round().long()
+        keep = (f >= -(m // 2)) & (f < m - m // 2)
+        view = [1] * len(shape)
+        view[d] = n
+        mask = mask & keep.view(view)
+    return mask
+
+
+def data_consistency(
+    sr: torch.Tensor, lr: torch.Tensor, dims: Sequence[int], weight: float = 1.0
+) -> torch.Tensor:
+    """Make ``sr`` agree with the acquisition ``lr`` in the k-space block that ``lr`` measured.
+
+    The central block of ``sr``'s spectrum (the frequencies :func:`truncate` keeps) is replaced
+    by ``lr``'s spectrum (``weight`` < 1 blends the two); the frequencies outside the block whose
+    mirror is inside get the conjugate, so the result is real. ``lr`` is a magnitude image, so
+    its own spectrum stands in for the lost complex one (its phase is taken as that of a real
+    object). With ``weight=1``, ``truncate(result) == lr`` up to rounding wherever the result is
+    non-negative, i.e. degrading the output again reproduces the input.
+    """
+    dims = [d % sr.ndim for d in dims]
+    sizes = [lr.shape[d] for d in dims]
+    gain = _gain([sr.shape[d] for d in dims], sizes)
+    k_sr = torch.fft.fftn(sr.to(torch.complex128), dim=dims)
+    k_lr = _pad(_spectrum(lr.to(torch.complex128), dims), [sr.shape[d] for d in dims], dims)
+    k_lr = torch.fft.ifftshift(k_lr, dim=dims) * gain
+    inside = _block_mask(sr.shape, sizes, dims, sr)
+    k = torch.where(inside, weight * k_lr + (1 - weight) * k_sr, k_sr)
+    mirror_inside = _hermitian_mirror(inside.to(torch.float32), dims).real > 0.5
+    k = torch.where(~inside & mirror_inside, _hermitian_mirror(k, dims), k)
+    return torch.fft.ifftn(k, dim=dims).real.to(sr.dtype)

@@ -72,8 +72,8 @@ class Pipeline:
         scale: in-plane upscaling factor.
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
-        batch_size, device, axis, tta, precision, progress: see
-            :func:`mrsr.inference.super_resolve`.
+        batch_size, device, axis, tta, precision, data_consistency, progress: see
+            :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1).
         **options: constructor options of the named network.
     """
 
@@ -88,6 +88,7 @@ class Pipeline:
         axis: int | None = None,
         tta: bool = False,
         precision: str = "fp32",
+        data_consistency: float = 0.0,
         progress: bool = False,
         **options: Any,
     ) -> None:
@@ -103,6 +104,7 @@ class Pipeline:
             raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
         self.batch_size, self.device, self.axis = batch_size, device, axis
         self.tta, self.precision, self.progress = tta, precision, progress
+        self.data_consistency = float(data_consistency)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
@@ -142,6 +144,7 @@ class Pipeline:
             device=self.device,
             tta=self.tta,
             precision=self.precision,
+            data_consistency=self.data_consistency,
             progress=self.progress,
         )
 

@@ -73,3 +73,17 @@ def test_truncation_of_zero_fill_is_identity_for_odd_sizes():
     x = torch.rand(2, 9, 11, dtype=torch.float64) + 5
     up = kspace.zero_fill(x, (27, 33), dims=(-2, -1))
     torch.testing.assert_close(kspace.truncate(up, (9, 11), dims=(-2, -1)), x)
+
+
+@pytest.mark.parametrize("shape,scale", [((9, 11), 2), ((8, 10), 2), ((8, 9), 3), ((10, 10), 4)])
+def test_data_consistency_reproduces_the_acquisition(shape, scale):
+    hr = torch.rand(shape[0] * scale, shape[1] * scale, dtype=torch.float64) + 1
+    lr = kspace.truncate(hr, shape, dims=(0, 1))
+    guess = kspace.zero_fill(lr, hr.shape, dims=(0, 1)) + 0.05 * torch.randn_like(hr)
+    fixed = kspace.data_consistency(guess, lr, dims=(0, 1))
+    assert not torch.is_complex(fixed)
+    torch.testing.assert_close(kspace.truncate(fixed, shape, dims=(0, 1)), lr)
+    # projecting onto data the reference satisfies (exactly for odd sizes) cannot move away (L2)
+    assert torch.linalg.norm(fixed - hr) < torch.linalg.norm(guess - hr)
+    # outside the measured block the guess is kept: a zero weight changes nothing
+    torch.testing.assert_close(kspace.data_consistency(guess, lr, (0, 1), weight=0.0), guess)
