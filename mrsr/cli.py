@@ -21,6 +21,11 @@ EXAMPLES = {
   mrsr upscale t1_lr.nii.gz t1_zf.nii.gz --model zerofill --scale 2   # a baseline
   mrsr upscale lr_folder/ sr_folder/ --model my_model.safetensors     # every volume; resumable
   torchrun --nproc_per_node=4 -m mrsr upscale lr/ sr/ --model m.safetensors --device cuda""",
+    "evaluate": """examples:
+  mrsr evaluate --pred t1_sr.nii.gz --ref t1_ref.nii.gz
+  mrsr evaluate --pred sr/ --ref ref/ --format csv > metrics.csv   # volumes paired by name
+  mrsr evaluate --pred sr/ --pred other_sr/ --ref ref/ --mask brain_masks/ --shave 2
+  mrsr evaluate --baselines --ref ref/ --model my.safetensors --report report/""",
 }
 
 
@@ -167,6 +172,63 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(p) for p in names.values())}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from mrsr import evaluation, report
+    from mrsr.pipeline import default_model_name, load_model
+
+    if args.baselines == bool(args.pred):
+        raise MRSRError("give --pred (predictions to score) or --baselines, not both")
+    if not args.baselines and (args.model or args.scale or args.method):
+        raise MRSRError("--model, --scale and --method go with --baselines")
+    if args.baselines:  # the model (--model, else the shipped default if any) goes last
+        try:
+            model = load_model(args.model, args.scale, progress=True)
+        except MRSRError as exc:
+            if args.model is not None:
+                raise
+            print(f"mrsr: {exc}; comparing the baselines only", file=sys.stderr)
+            model = None
+        scale = model.scale if model else args.scale or 2
+        method = args.method or (model.spec.degradation if model else "kspace")
+        if model and model.spec.degradation != method:
+            raise MRSRError(f"the model is for {model.spec.degradation} degradation, not {method}")
+        methods = evaluation.baselines(scale, method)
+        against = "zerofill" if method == "kspace" else "bicubic"
+        if model:
+            if not model.trained:
+                print(f"mrsr: warning: {model.spec.network!r} is untrained", file=sys.stderr)
+            against = Path(args.model).name if args.model else default_model_name(scale, method)
+            methods[against] = model
+        cases = evaluation.iter_compare(args.ref, scale, methods, method, args.mask, args.shave)
+        shave = scale if args.shave is None else args.shave
+        setting = f"{method} degradation x{scale} of each reference, then each method"
+    else:
+        labels = [evaluation.volume_name(p) for p in args.pred]
+        labels = labels if len(set(labels)) == len(labels) else [str(p) for p in args.pred]
+        against, shave = labels[0], args.shave or 0
+        cases = evaluation.iter_pairs(dict(zip(labels, args.pred)), args.ref, args.mask, shave)
+        setting = "predictions scored against references paired by name"
+    settings = {"evaluation": setting, "reference": args.ref, "mask": args.mask, "shave": shave}
+
+    def announce(cases):
+        for case in cases:
+            scores = ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in case.rows)
+            print(f"{case.name}: {scores}", file=sys.stderr)
+            yield case
+
+    if args.report:
+        rows = report.write_report(args.report, announce(cases), against, settings, args.overwrite)
+        print(f"report written to {args.report}", file=sys.stderr)
+    else:
+        rows = [row for case in announce(cases) for row in case.rows]
+    if args.format == "csv":
+        print(report.to_csv(rows), end="")
+    elif args.format == "json":
+        print(report.to_json(rows, against))
+    else:
+        print(report.format_tables(rows, against))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mrsr.training import load_config, train
 
@@ -256,6 +318,47 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of predictions against references, or of baselines and a model",
+        description="Score super-resolved volumes against references (PSNR, SSIM, NRMSE; "
+        "mrsr.metrics), files or folders paired by name; or, with --baselines, degrade the "
+        "references, super-resolve them with interpolation baselines and a model, and compare. "
+        "Several volumes add mean ± sd per method and a two-sided paired Wilcoxon signed-rank "
+        "test against the first --pred (or the model). --format csv|json prints only the data.",
+        epilog=EXAMPLES["evaluate"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--pred", type=Path, action="append", help="prediction file or folder; repeat")
+    p.add_argument("--ref", type=Path, required=True, help="reference file or folder")
+    p.add_argument(
+        "--mask",
+        default="auto",
+        help="auto (Otsu foreground of the reference, default), none, a mask file, or a folder "
+        "of masks paired by name",
+    )
+    p.add_argument(
+        "--shave",
+        type=int,
+        help="in-plane border voxels left out (default 0; scale with --baselines)",
+    )
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--report", type=Path, help="folder for CSV/Markdown tables and PNG figures")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="degrade --ref and compare nearest, bicubic, zerofill (k-space) and --model",
+    )
+    p.add_argument("--model", help="with --baselines: checkpoint, shipped model or network name")
+    p.add_argument(
+        "--scale", type=int, help="with --baselines: scale (default: the model's, else 2)"
+    )
+    p.add_argument("--method", choices=("kspace", "bicubic"), help="with --baselines: degradation")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -292,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_degrade(sub)
     _add_upscale(sub)
     _add_demo(sub)
+    _add_evaluate(sub)
     _add_train(sub)
     _add_models(sub)
     return parser
