@@ -76,7 +76,6 @@ def _neighbourhoods(slices: torch.Tensor, start: int, stop: int, k: int) -> torc
     return slices[index]
 
 
-@torch.inference_mode()
 def super_resolve(
     volume: MetaTensor,
     network: torch.nn.Module,
@@ -119,49 +118,51 @@ def super_resolve(
         raise MRSRError("data consistency needs a model of k-space truncation (grid 'kspace')")
     if precision not in PRECISIONS:
         raise MRSRError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time
+    # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time. Converted
+    # outside inference mode: the parameters must stay usable for training afterwards.
     network = network.to(device, memory_format=torch.channels_last).eval()
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, precision == "bf16")
 
-    data = volume.as_tensor().float()
-    outputs = []
-    bar = tqdm(
-        total=data.shape[0] * data.shape[1 + axis],
-        desc="super-resolving",
-        unit="slice",
-        disable=not progress,
-    )
-    for channel in data:
-        lo, hi = intensity_window(channel, normalisation)
-        slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
-        n, h, w = slices.shape
-        out = torch.empty(n, scale * h, scale * w)
-        start, size = 0, batch_size
-        while start < n:
-            stop = min(start + size, n)
-            batch = _neighbourhoods(slices, start, stop, k).to(device)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            try:
-                with autocast:
-                    y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not _out_of_memory(exc):
-                    raise
-                if size == 1:
-                    raise MRSRError(
-                        f"one {h}x{w} slice does not fit in memory on {device}; try another "
-                        "device or a smaller volume"
-                    ) from exc
-                size = max(1, size // 2)  # the same slices again, in smaller batches
-                continue
-            y = y[:, :1].float()
-            if data_consistency:
-                centre = batch[:, k // 2 : k // 2 + 1].float()
-                y = kspace.data_consistency(y, centre, dims=(-2, -1), weight=data_consistency)
-            out[start:stop] = y[:, 0].cpu()
-            bar.update(stop - start)
-            start = stop
-        outputs.append((out * (hi - lo) + lo).movedim(0, axis))
+    with torch.inference_mode():
+        data = volume.as_tensor().float()
+        outputs = []
+        bar = tqdm(
+            total=data.shape[0] * data.shape[1 + axis],
+            desc="super-resolving",
+            unit="slice",
+            disable=not progress,
+        )
+        for channel in data:
+            lo, hi = intensity_window(channel, normalisation)
+            slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
+            n, h, w = slices.shape
+            out = torch.empty(n, scale * h, scale * w)
+            start, size = 0, batch_size
+            while start < n:
+                stop = min(start + size, n)
+                batch = _neighbourhoods(slices, start, stop, k).to(device)
+                batch = batch.contiguous(memory_format=torch.channels_last)
+                try:
+                    with autocast:
+                        y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    if size == 1:
+                        raise MRSRError(
+                            f"one {h}x{w} slice does not fit in memory on {device}; try another "
+                            "device or a smaller volume"
+                        ) from exc
+                    size = max(1, size // 2)  # the same slices again, in smaller batches
+                    continue
+                y = y[:, :1].float()
+                if data_consistency:
+                    centre = batch[:, k // 2 : k // 2 + 1].float()
+                    y = kspace.data_consistency(y, centre, dims=(-2, -1), weight=data_consistency)
+                out[start:stop] = y[:, 0].cpu()
+                bar.update(stop - start)
+                start = stop
+            outputs.append((out * (hi - lo) + lo).movedim(0, axis))
     bar.close()
     result = MetaTensor(torch.stack(outputs), meta=dict(volume.meta))
     result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))

@@ -178,3 +178,21 @@ def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
         files = sorted(p.name for p in (out / contrast / "train").iterdir())
         assert files == [f"{s}.nii.gz" for s in split["train"]]
     assert nib.load(str(out / "PD" / "val" / f"{split['val'][0]}.nii.gz")).shape == (240, 240, 96)
+
+
+def test_adjacent_slices_as_channels(workdir):
+    slab = torch.from_numpy(phantom((6, 40, 36), sigma=3.0)) / 100
+    flat = PatchPairs([slab], scale=2, patch_size=8, seed=5)
+    deep = PatchPairs([slab], scale=2, patch_size=8, seed=5, context=3)
+    for index in (0, 7, 21):
+        (lr1, hr1), (lr3, hr3) = flat[index], deep[index]
+        assert lr3.shape == (3, 8, 8) and hr3.shape == (1, 16, 16)
+        torch.testing.assert_close(lr3[1:2], lr1)  # the centre channel is the 2D sample
+        torch.testing.assert_close(hr3, hr1)
+    with pytest.raises(MRSRError, match="odd"):
+        PatchPairs([slab], scale=2, patch_size=8, context=2)
+    cfg = dict(TINY, model={**TINY["model"], "in_channels": 3}, output_dir="deep")
+    path = train(resolve_config(cfg, base=workdir), progress=False)
+    pipe = Pipeline.from_pretrained(path)
+    assert pipe.network.esc.channels == slice(1, 2)  # the skip reads the centre slice
+    assert pipe(str(workdir / "vols" / "v0.nii.gz")).shape == (1, 80, 72, 5)

@@ -72,6 +72,7 @@ class CSN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale, self.skip, self.grid = scale, skip, grid
+        self.in_channels = in_channels  # adjacent slices the inference engine feeds
         self.esc = ExternalSkip(skip, scale, grid, in_channels, out_channels)
         self.head = shallow_features(in_channels, channels)
         self.blocks = nn.ModuleList(

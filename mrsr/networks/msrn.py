@@ -45,7 +45,7 @@ class MSRN(nn.Module):
         n_blocks: int = 8,
     ) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.in_channels = scale, in_channels
         self.head = conv(in_channels, channels)
         self.blocks = nn.ModuleList(MSRB(channels) for _ in range(n_blocks))
         self.fusion = fusion((n_blocks + 1) * channels, channels)

@@ -88,7 +88,10 @@ def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor
 
 
 class PatchPairs(torch.utils.data.Dataset):
-    """Random ``(lr, hr)`` patch pairs, ``(1, p, p)`` and ``(1, s*p, s*p)``, from whole slices.
+    """Random ``(lr, hr)`` patch pairs, ``(k, p, p)`` and ``(1, s*p, s*p)``, from whole slices.
+
+    ``context = k`` adjacent slices (odd; edges replicated, as the inference engine does) are
+    degraded alike and stacked as the input channels of the centre slice's target (2.5D input).
 
     The high-resolution slice is flipped and turned (augmentation before degradation, never on a
     pair after it), cropped to a multiple of the scale, degraded as a whole slice (k-space
@@ -105,9 +108,13 @@ class PatchPairs(torch.utils.data.Dataset):
         method: str = "kspace",
         noise: float = 0.0,
         seed: int = 0,
+        context: int = 1,
         length: int = 2**62,
     ) -> None:
+        if context < 1 or context % 2 == 0:
+            raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
         self.slabs, self.scale, self.patch, self.noise = list(slabs), scale, patch_size, noise
+        self.offsets = torch.arange(context) - context // 2
         self.seed, self.length = seed, length
         down = KSpaceTruncation if method == "kspace" else BicubicDownsample
         self.degrade = down(scale, axes=(0, 1))
@@ -130,21 +137,24 @@ class PatchPairs(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(index)])
         v = int(rng.integers(len(self.slabs)))
-        hr = self.slabs[v][int(rng.choice(self.slices[v]))]
-        hr = torch.rot90(hr.flip(-1) if rng.random() < 0.5 else hr, int(rng.integers(4)))
+        slab = self.slabs[v]
+        centre = int(rng.choice(self.slices[v]))
+        hr = slab[(centre + self.offsets).clamp(0, slab.shape[0] - 1)]  # (context, H, W)
+        hr = torch.rot90(hr.flip(-1) if rng.random() < 0.5 else hr, int(rng.integers(4)), (1, 2))
         s, p = self.scale, self.patch
-        hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
-        lr = self.degrade(hr[None]).as_tensor()[0]
+        hr = hr[:, : hr.shape[1] // s * s, : hr.shape[2] // s * s]
+        lr = self.degrade(hr).as_tensor()
         if self.noise > 0:
             n = torch.from_numpy(rng.normal(0.0, self.noise, (2, *lr.shape)).astype(np.float32))
             lr = torch.sqrt((lr + n[0]) ** 2 + n[1] ** 2)
-        candidates = torch.nonzero(lr > FOREGROUND)
+        hr = hr[len(self.offsets) // 2]
+        candidates = torch.nonzero(lr[len(self.offsets) // 2] > FOREGROUND)
         if len(candidates):
             ci, cj = candidates[int(rng.integers(len(candidates)))].tolist()
         else:
-            ci, cj = (int(rng.integers(n)) for n in lr.shape)
-        i = min(max(ci - p // 2, 0), lr.shape[0] - p)
-        j = min(max(cj - p // 2, 0), lr.shape[1] - p)
-        lr_patch = lr[i : i + p, j : j + p]
+            ci, cj = (int(rng.integers(n)) for n in lr.shape[1:])
+        i = min(max(ci - p // 2, 0), lr.shape[1] - p)
+        j = min(max(cj - p // 2, 0), lr.shape[2] - p)
+        lr_patch = lr[:, i : i + p, j : j + p]
         hr_patch = hr[s * i : s * (i + p), s * j : s * (j + p)]
-        return lr_patch[None].contiguous(), hr_patch[None].contiguous()
+        return lr_patch.contiguous(), hr_patch[None].contiguous()

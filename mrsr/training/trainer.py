@@ -151,7 +151,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     deg = cfg["degradation"]
     torch.manual_seed(t["seed"])
     spec = ModelSpec.create(cfg["model"]["name"], deg["scale"], deg["method"], options)
-    model = spec.build().to(device)
+    # channels-last as in the inference engine, so validation does not change the kernels used
+    model = spec.build().to(device, memory_format=torch.channels_last)
     train_paths = volume_paths(cfg["data"]["train"])
     dataset = PatchPairs(
         load_slabs(train_paths),
@@ -160,7 +161,9 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         deg["method"],
         deg["noise"],
         t["seed"],
+        context=options.get("in_channels", 1),
     )
+
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
     ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
