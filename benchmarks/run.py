@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from monai.data import MetaTensor
 
@@ -181,23 +180,10 @@ def training_speed(steps: int) -> str:
     return table(["network", "parameters", "steps/s (batch 16, 24x24 LR patches)"], rows)
 
 
-def slice_scores(pred: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """The issue-7 protocol: per slice, normalised by the reference's 99.5th percentile."""
-    r, p = ref.numpy().astype(np.float64), pred.numpy().astype(np.float64)
-    scale = np.percentile(r, 99.5)
-    r, p = r / scale, p / scale
-    psnr, ssim = [], []
-    for z in range(r.shape[-1]):
-        if (r[..., z] > 0.1).mean() <= 0.10:
-            continue
-        psnr.append(metrics.psnr(p[..., z], r[..., z], data_range=1.0))
-        ssim.append(metrics.ssim(p[..., z], r[..., z], data_range=1.0))
-    return float(np.mean(psnr)), float(np.mean(ssim))
-
-
 def quality(heldout: Path) -> str:
     def cell(pred: MetaTensor, ref: torch.Tensor) -> str:
-        return "{:.2f} / {:.4f}".format(*slice_scores(pred.as_tensor()[0], ref))
+        scores = metrics.slice_scores(pred.as_tensor()[0], ref)
+        return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}"
 
     rows = []
     for name, path in sorted(shipped_weights().items()):

@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from mrsr.metrics import evaluate, foreground_mask, nrmse, psnr, ssim
+from mrsr.metrics import evaluate, foreground_mask, nrmse, psnr, slice_scores, ssim
 
 
 def pair(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -164,3 +164,18 @@ def test_errors_name_the_problem():
         inputs[which][3, 4, 1] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             ssim(*inputs)
+
+
+def test_slice_scores_normalise_by_the_percentile_and_skip_empty_slices():
+    rng = np.random.default_rng(0)
+    ref = rng.random((24, 24, 4)) * 200
+    ref[..., 3] = 0.0  # an empty slice does not count
+    pred = ref + rng.normal(0, 2.0, ref.shape)
+    out = slice_scores(pred, ref)
+    assert out["slices"] == 3
+    top = np.percentile(ref, 99.5)
+    expected = np.mean(
+        [psnr(pred[..., z] / top, ref[..., z] / top, data_range=1.0) for z in range(3)]
+    )
+    assert out["psnr"] == pytest.approx(expected)
+    assert slice_scores(pred * 3, ref * 3)["psnr"] == pytest.approx(out["psnr"])
