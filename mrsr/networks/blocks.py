@@ -246,10 +246,14 @@ class ExternalSkip(nn.Module):
         """Upsample every channel of ``x`` by ``scale``: ``(B, C, H, W) -> (B, C, sH, sW)``."""
         return upsample(x, self.scale, self.grid, "kspace" if self.kind == "kspace" else "bicubic")
 
-    def forward(self, lr: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, lr: torch.Tensor, sr: torch.Tensor, upsampled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``sr`` plus the interpolated ``lr``, or plus ``upsampled`` when given (training on
+        patches passes the interpolation of the whole slice, as inference computes it)."""
         if self.kind == "none":
             return sr
-        return sr + self.interpolate(lr[:, self.channels])
+        return sr + (self.interpolate(lr[:, self.channels]) if upsampled is None else upsampled)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, scale={self.scale}, grid={self.grid!r}"

@@ -84,9 +84,10 @@ class CSN(nn.Module):
         if zero_tail:
             nn.init.zeros_(self.tail[-1].weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, upsampled: torch.Tensor | None = None) -> torch.Tensor:
+        """``upsampled``: the skip's interpolation of ``x``, when computed elsewhere."""
         x0 = self.head(x)
         features = [x0]
         for block in self.blocks:
             features.append(block(features[-1]))
-        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0))
+        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0), upsampled)

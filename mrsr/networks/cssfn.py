@@ -134,9 +134,10 @@ class CSSFN(nn.Module):
         if zero_tail:
             nn.init.zeros_(self.tail[-1].weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, upsampled: torch.Tensor | None = None) -> torch.Tensor:
+        """``upsampled``: the skip's interpolation of ``x``, when computed elsewhere."""
         x0 = self.head(x)
         features = [x0]  # newest first: [x(i-1), ..., x1, x0]
         for block in self.blocks:
             features.insert(0, block(torch.cat(features, dim=1)))
-        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0))
+        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0), upsampled)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,9 @@ class PatchPairs(torch.utils.data.Dataset):
 
     ``context = k`` adjacent slices (odd; edges replicated, as the inference engine does) are
     degraded alike and stacked as the input channels of the centre slice's target (2.5D input).
+    With ``upsample`` (the network's skip interpolation) a third item is the interpolation of
+    the whole low-resolution centre slice cut to the patch: a k-space (sinc) interpolation of
+    the patch alone would ring at its borders, which never happens on a whole slice.
 
     The high-resolution slice is flipped and turned (augmentation before degradation, never on a
     pair after it), cropped to a multiple of the scale, degraded as a whole slice (k-space
@@ -109,13 +112,14 @@ class PatchPairs(torch.utils.data.Dataset):
         noise: float = 0.0,
         seed: int = 0,
         context: int = 1,
+        upsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
         length: int = 2**62,
     ) -> None:
         if context < 1 or context % 2 == 0:
             raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
         self.slabs, self.scale, self.patch, self.noise = list(slabs), scale, patch_size, noise
         self.offsets = torch.arange(context) - context // 2
-        self.seed, self.length = seed, length
+        self.seed, self.length, self.upsample = seed, length, upsample
         down = KSpaceTruncation if method == "kspace" else BicubicDownsample
         self.degrade = down(scale, axes=(0, 1))
         side = scale * patch_size
@@ -155,6 +159,10 @@ class PatchPairs(torch.utils.data.Dataset):
             ci, cj = (int(rng.integers(n)) for n in lr.shape[1:])
         i = min(max(ci - p // 2, 0), lr.shape[1] - p)
         j = min(max(cj - p // 2, 0), lr.shape[2] - p)
-        lr_patch = lr[:, i : i + p, j : j + p]
-        hr_patch = hr[s * i : s * (i + p), s * j : s * (j + p)]
-        return lr_patch.contiguous(), hr_patch[None].contiguous()
+        lr_patch = lr[:, i : i + p, j : j + p].contiguous()
+        window = (slice(s * i, s * (i + p)), slice(s * j, s * (j + p)))
+        hr_patch = hr[window][None].contiguous()
+        if self.upsample is None:
+            return lr_patch, hr_patch
+        centre = lr[len(self.offsets) // 2][None, None]
+        return lr_patch, hr_patch, self.upsample(centre)[0][(slice(None), *window)].contiguous()

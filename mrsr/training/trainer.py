@@ -162,6 +162,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         deg["noise"],
         t["seed"],
         context=options.get("in_channels", 1),
+        upsample=_whole_slice_skip(model),
     )
 
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
@@ -217,9 +218,10 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     model.train()
     began, window = time.time(), []
     last = out / "last.safetensors"
-    for step, (lr_batch, hr_batch) in enumerate(loader, start=start + 1):
+    for step, (lr_batch, hr_batch, *skip) in enumerate(loader, start=start + 1):
         with autocast:
-            loss = F.l1_loss(net(lr_batch.to(device)).float(), hr_batch.to(device))
+            pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
+            loss = F.l1_loss(pred.float(), hr_batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t["grad_clip"]:
@@ -271,6 +273,12 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         logs.close()
     best_path = out / "best.safetensors"
     return best_path if best_path.exists() else last
+
+
+def _whole_slice_skip(model: torch.nn.Module):
+    """The network's skip interpolation, for :class:`PatchPairs` to apply to whole slices."""
+    esc = getattr(model, "esc", None)
+    return esc.interpolate if esc is not None and esc.kind != "none" else None
 
 
 def _swap(model: torch.nn.Module, weights: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
