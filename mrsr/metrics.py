@@ -26,6 +26,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from scipy.ndimage import binary_fill_holes, gaussian_filter, generate_binary_structure
+from skimage.filters import threshold_otsu
 
 __all__ = ["evaluate", "foreground_mask", "nrmse", "psnr", "slice_scores", "ssim"]
 
@@ -171,11 +172,9 @@ def evaluate(
 def foreground_mask(ref: Array, axis: int = -1) -> np.ndarray:
     """The ``auto`` mask: ``ref`` above its Otsu threshold, holes filled in each slice along
     ``axis`` (in-plane 4-connectivity). Returns a bool array of the volume's spatial shape."""
-    from skimage.filters import threshold_otsu  # scikit-image is needed for this mask only
-
     v = _volume(ref, "ref")
     structure = np.expand_dims(generate_binary_structure(2, 1), -1 if np.ndim(ref) == 2 else axis)
-    filled = binary_fill_holes(v > threshold_otsu(v), structure=structure)
+    filled = binary_fill_holes(v > threshold_otsu(v.ravel()), structure=structure)
     return filled[..., 0] if np.ndim(ref) == 2 else filled
 
 

@@ -130,3 +130,12 @@ def test_bundled_sample_is_a_real_volume():
     vol = load_volume(sample_path())
     assert vol.shape == (1, 180, 216, 24)
     assert float(vol.max()) > 100 and float((vol > 20).float().mean()) > 0.3
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = save_volume(meta_volume(phantom((6, 6, 2)), np.eye(4)), tmp_path / "o.nii.gz")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
