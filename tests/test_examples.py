@@ -25,7 +25,8 @@ def run_script(name, *args, cwd, env):
         cwd=cwd,
         env=env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -319,7 +319,8 @@ def test_killed_training_resumes_and_every_file_loads(tmp_path):
     resumed = subprocess.run(
         cmd + ["--resume", "--set", "train.max_steps=" + str(load_state(state)["step"] + 2)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]

@@ -103,7 +103,11 @@ def test_two_process_torchrun_equals_one_process_with_the_union_batch(workdir):
     ddp_config = write_config(workdir, cfg, "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = subprocess.run(
-        cmd + ["-m", "mrsr", "train", ddp_config], cwd=workdir, capture_output=True, text=True
+        cmd + ["-m", "mrsr", "train", ddp_config],
+        cwd=workdir,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     single = dict(cfg, train={**cfg["train"], "batch_size": 4}, output_dir="single")
