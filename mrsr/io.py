@@ -185,11 +185,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     except OSError as exc:
         raise MRSRError(f"{target.parent}: cannot write here ({exc.strerror})") from exc
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs get the usual mode
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs get the usual mode
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

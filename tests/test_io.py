@@ -139,3 +139,15 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_checkpoints_get_the_usual_permissions_too(tmp_path):
+    from mrsr.checkpoint import ModelSpec, save_checkpoint
+
+    spec = ModelSpec.create("zerofill", 2)
+    umask = os.umask(0o022)
+    try:
+        out = save_checkpoint(tmp_path / "m.safetensors", spec.build(), spec)
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644

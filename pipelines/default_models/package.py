@@ -59,6 +59,10 @@ def heldout_table(spec: ModelSpec, model: torch.nn.Module, heldout: Path) -> lis
             pred = Pipeline(name, spec.scale, degradation=spec.degradation)(lr)
             row[name] = metrics.slice_scores(pred.as_tensor()[0], ref)
         row["model"] = metrics.slice_scores(pipe(lr).as_tensor()[0], ref)
+        if spec.degradation == "kspace":
+            pipe.data_consistency = 1.0
+            row["model + data consistency"] = metrics.slice_scores(pipe(lr).as_tensor()[0], ref)
+            pipe.data_consistency = 0.0
         rows.append(row)
     return rows
 

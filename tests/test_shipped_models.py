@@ -1,0 +1,38 @@
+"""The default models that ship in mrsr/data/weights: loadable, described, better than zero-fill."""
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from mrsr import metrics
+from mrsr.io import load_volume
+from mrsr.pipeline import Pipeline, default_model_name, shipped_weights
+from mrsr.transforms import degrade
+
+HELDOUT = Path(str(resources.files("mrsr") / "data" / "heldout_t1_coronal.nii.gz"))
+SHIPPED = sorted(shipped_weights())
+
+
+def test_the_default_x2_model_ships():
+    assert default_model_name(2) in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_described_and_beats_its_baseline_on_a_heldout_slice(name):
+    pipe = Pipeline.from_pretrained(name)
+    method, scale = re.fullmatch(r"cssfn-(kspace|bicubic)-x(\d)", name).groups()
+    assert pipe.spec.degradation == method and pipe.scale == int(scale) and pipe.trained
+    assert pipe.spec.grid == ("kspace" if method == "kspace" else "area")
+    card = shipped_weights()[name].with_suffix(".md")
+    assert card.is_file() and "Held-out volumes" in card.read_text()
+    assert "headline" in pipe.spec.info
+    lr, hr = degrade(load_volume(HELDOUT), pipe.scale, method)
+    baseline = Pipeline(
+        "zerofill" if method == "kspace" else "bicubic", pipe.scale, degradation=method
+    )
+    ref = hr.as_tensor()[0]
+    ours = metrics.slice_scores(pipe(lr).as_tensor()[0], ref)
+    theirs = metrics.slice_scores(baseline(lr).as_tensor()[0], ref)
+    assert ours["ssim"] > theirs["ssim"], (ours, theirs)
