@@ -1,0 +1,152 @@
+"""Through-plane super-resolution: slab simulation, output grid, sub-voxel shift, training, CLI."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import make_affine, meta_volume, phantom, subvoxel_shift
+
+from mrsr.cli import main
+from mrsr.errors import MRSRError
+from mrsr.geometry import resampled_affine
+from mrsr.throughplane import (
+    ThroughPlaneNet,
+    apply_network,
+    interpolate_along,
+    resolve_factor,
+    simulate_thick_slices,
+    slab_average,
+    super_resolve_through_plane,
+    train_network,
+)
+
+TINY = dict(channels=8, n_blocks=1, n_units=1)  # a fast network for the geometry tests
+
+
+def world(affine: np.ndarray, index) -> np.ndarray:
+    return (np.asarray(affine) @ np.append(np.asarray(index, dtype=float), 1.0))[:3]
+
+
+@pytest.mark.parametrize("kind", ["ras", "oblique"])
+def test_thick_slices_are_slab_means_centred_on_their_slabs(kind):
+    f = 3
+    data = np.random.default_rng(0).random((5, 4, 14)).astype(np.float32)
+    thick, ref = simulate_thick_slices(meta_volume(data, make_affine(kind)), f)
+    assert ref.shape == (1, 5, 4, 12) and thick.shape == (1, 5, 4, 4)  # 14 cropped to 12
+    crop = data[..., 1:13]  # the centre crop
+    np.testing.assert_array_equal(ref[0].numpy(), crop)
+    np.testing.assert_allclose(thick[0].numpy(), crop.reshape(5, 4, 4, f).mean(-1), rtol=1e-6)
+    for k in range(4):  # thick voxel k sits at the centre of fine voxels [f*k, f*k + f)
+        centre = np.mean([world(ref.affine, (2, 1, i)) for i in range(f * k, f * k + f)], axis=0)
+        np.testing.assert_allclose(world(thick.affine, (2, 1, k)), centre, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(thick.affine)[:3, 2]), f)
+
+
+def test_slab_average_keeps_a_volume_constant_along_the_slices():
+    data = np.broadcast_to(phantom((6, 7, 1))[..., :1], (6, 7, 8))
+    thick, _ = simulate_thick_slices(meta_volume(data, np.eye(4)), 4)
+    np.testing.assert_allclose(thick[0].numpy(), data[..., :2], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "axis"), [("ras", 2), ("oblique", 2), ("oblique", 0)])
+def test_output_lands_exactly_on_the_reference_grid(kind, axis):
+    f = 4
+    shape = [16, 16, 16]
+    shape[axis] = 18  # cropped to 16 by the simulation
+    volume = meta_volume(phantom(tuple(shape)), make_affine(kind))
+    thick, ref = simulate_thick_slices(volume, f, axis)
+    sr = super_resolve_through_plane(thick, steps=2, seed=1, **TINY)
+    assert sr.shape == ref.shape
+    np.testing.assert_allclose(np.asarray(sr.affine), np.asarray(ref.affine), atol=1e-9)
+    factors = [1.0, 1.0, 1.0]
+    factors[axis] = 1 / f
+    area = resampled_affine(np.asarray(thick.affine), factors, "area")
+    np.testing.assert_allclose(np.asarray(sr.affine), area, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ras", "oblique"])
+def test_untrained_output_overlays_the_reference_without_subvoxel_shift(kind):
+    """A wrong grid (fine voxel 0 at the first slab's centre) would be 1.5 voxels off."""
+    volume = meta_volume(phantom((20, 20, 48), sigma=4.0), make_affine(kind))
+    thick, ref = simulate_thick_slices(volume, 4)
+    plain = super_resolve_through_plane(thick, steps=0, consistency=False, **TINY)
+    cubic = interpolate_along(thick.as_tensor(), 4, 3)
+    torch.testing.assert_close(plain.as_tensor(), cubic, rtol=1e-4, atol=1e-3)
+    sr = super_resolve_through_plane(thick, steps=0, **TINY)
+    for out in (plain, sr):
+        shift = subvoxel_shift(ref[0].numpy(), out[0].numpy(), axes=(2,))
+        assert abs(shift[0]) < 0.05, shift
+
+
+def test_consistency_reproduces_the_thick_slices():
+    volume = meta_volume(phantom((12, 10, 24), sigma=2.0), np.eye(4))
+    thick, ref = simulate_thick_slices(volume, 3)
+    sr = super_resolve_through_plane(thick, steps=3, **TINY)
+    again = slab_average(sr.as_tensor(), 3, 3)
+    torch.testing.assert_close(again, thick.as_tensor(), rtol=1e-5, atol=1e-4)
+    cubic = interpolate_along(thick.as_tensor(), 3, 3)
+    error = (slab_average(cubic, 3, 3) - thick.as_tensor()).abs().max()
+    assert error > 100 * (again - thick.as_tensor()).abs().max()  # cubic alone is not consistent
+
+
+def test_both_orientations_are_averaged():
+    torch.manual_seed(0)
+    network = ThroughPlaneNet(**TINY)
+    torch.nn.init.normal_(network.tail.weight, std=0.1)  # a residual that is not zero
+    fine = meta_volume(phantom((10, 12, 16)), np.eye(4))
+    yz, xz, both = (apply_network(fine, network, axes) for axes in ((0,), (1,), (0, 1)))
+    assert not torch.allclose(yz, xz)
+    torch.testing.assert_close(both.as_tensor(), (yz.as_tensor() + xz.as_tensor()) / 2)
+
+
+def test_training_reduces_the_loss_and_is_deterministic():
+    slices = torch.from_numpy(phantom((48, 48, 4), sigma=2.5) / 100).movedim(2, 0)  # ~[0, 1]
+    options = dict(patch_size=24, batch_size=8, channels=16, n_blocks=1, n_units=2)
+    network, losses = train_network(slices, 4, steps=100, seed=3, **options)
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10]), losses
+    target = slices[:, None]  # whole slices, degraded along their last axis
+    source = interpolate_along(slab_average(target, 4, -1), 4, -1)
+    with torch.no_grad():
+        error = torch.nn.functional.l1_loss(network(source), target)
+    assert error < 0.85 * torch.nn.functional.l1_loss(source, target)
+    _, again = train_network(slices, 4, steps=3, seed=3, **options)
+    assert again == losses[:3]
+
+
+def test_factor_from_the_voxel_sizes():
+    assert resolve_factor(np.diag([0.5, 0.5, 2.05, 1.0]), 2) == 4  # within 5 % of 4
+    assert resolve_factor(np.diag([1.0, 1.0, 1.0, 1.0]), 2, factor=3) == 3
+    with pytest.raises(MRSRError, match="no thick axis"):
+        resolve_factor(np.eye(4), 2)
+    with pytest.raises(MRSRError, match="non-integer"):
+        resolve_factor(np.diag([1.0, 1.0, 3.4, 1.0]), 2)
+    with pytest.raises(MRSRError, match="integer >= 2"):
+        resolve_factor(np.eye(4), 2, factor=2.5)
+
+
+def test_command_end_to_end_and_refusals(tmp_path, write_nifti, capsys):
+    thick_affine = make_affine("oblique", zooms=(1.0, 1.0, 3.0))
+    src = write_nifti("thick.nii.gz", phantom((20, 20, 6)), thick_affine)
+    out = tmp_path / "iso.nii.gz"
+    assert main(["throughplane", src, str(out), "--steps", "2", "--seed", "0"]) == 0
+    image = nib.load(str(out))
+    assert image.shape == (20, 20, 18)
+    expected = resampled_affine(thick_affine, [1, 1, 1 / 3], "area")
+    np.testing.assert_allclose(image.affine, expected, atol=1e-5)
+    capsys.readouterr()
+    assert main(["throughplane", src, str(out), "--steps", "2"]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+
+    iso = write_nifti("iso_in.nii.gz", phantom((20, 20, 6)), make_affine("ras"))
+    assert main(["throughplane", iso, str(tmp_path / "x.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no thick axis" in err[0]
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_command_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["throughplane", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: mrsr throughplane" in out and "examples:" in out and "--time-budget" in out
