@@ -110,6 +110,8 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         device=_device(args.device),
         axis=args.axis,
         tta=args.tta,
+        precision=args.precision,
+        data_consistency=args.data_consistency,
         progress=True,
     )
     if not pipe.trained:
@@ -168,6 +170,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "zero-filled k-space": Pipeline("zerofill", args.scale).evaluate(lr, ref),
         label: score(sr, ref, shave=args.scale),
     }
+    if args.model is None and network.spec.info.get("data"):  # a shipped default model
+        print(
+            "note: the shipped models never saw these slices, only other slices of the same "
+            "subject; their cards give held-out scores on other subjects",
+            file=sys.stderr,
+        )
     print(
         f"Bundled Colin27 T1 slab, k-space truncation x{args.scale}: {tuple(lr.shape[1:])} -> "
         f"{tuple(sr.shape[1:])}; foreground voxels, border of {args.scale} shaved"
@@ -186,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise MRSRError("--model, --scale and --method go with --baselines")
     if args.baselines:  # the model (--model, else the shipped default if any) goes last
         try:
-            model = load_model(args.model, args.scale, progress=True)
+            model = load_model(args.model, args.scale, args.method or "kspace", progress=True)
         except MRSRError as exc:
             if args.model is not None:
                 raise
@@ -327,6 +335,18 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
     p.add_argument("--tta", action="store_true", help="average over flips/rotations")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: faster, approximate"
+    )
+    p.add_argument(
+        "--data-consistency",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="restore the measured k-space block in the output (weight 0-1, default 1)",
+    )
     p.add_argument("--dtype", default="float32", help="output data type, or 'input'")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_upscale)
@@ -472,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 terminal must not crash a table
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -484,6 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mrsr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mrsr evaluate ... | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return 0
     return 0
 
 

@@ -224,18 +224,22 @@ def default_model_name(scale: int, degradation: str = "kspace") -> str:
     return f"cssfn-{degradation}-x{scale}"
 
 
-def load_model(model: str | None, scale: int | None = None, **kwargs: Any) -> Pipeline:
+def load_model(
+    model: str | None, scale: int | None = None, degradation: str = "kspace", **kwargs: Any
+) -> Pipeline:
     """Resolve a ``--model`` value: a checkpoint path, a shipped model name, or a network name.
 
-    ``None`` picks the shipped default for ``scale`` (2 unless given). A checkpoint's own scale
+    ``None`` picks the shipped default for ``scale`` (2 unless given) and ``degradation``; a
+    network name is built for that degradation. A checkpoint's own scale
     must agree with ``scale`` when both are given; a network name is built at ``scale``.
     """
     shipped = shipped_weights()
     if model is None:
-        model = default_model_name(scale or 2)
+        model = default_model_name(scale or 2, degradation)
         if model not in shipped:
             raise MRSRError(
-                f"no default model ships for x{scale or 2} yet; pass --model CHECKPOINT, or a "
+                f"no default model ships for {degradation} x{scale or 2} yet; pass --model "
+                "CHECKPOINT, or a "
                 f"network or baseline name ({', '.join(networks.available())})"
             )
     if model in shipped or Path(model).exists() or model.endswith(".safetensors"):
@@ -244,7 +248,7 @@ def load_model(model: str | None, scale: int | None = None, **kwargs: Any) -> Pi
             raise MRSRError(f"{model}: a x{pipe.scale} model, but --scale {scale} was asked for")
         return pipe
     if model.lower() in networks.available():
-        return Pipeline(model, scale or 2, **kwargs)
+        return Pipeline(model, scale or 2, degradation=degradation, **kwargs)
     raise MRSRError(
         f"{model}: not a checkpoint file, shipped model ({', '.join(sorted(shipped)) or 'none'}) "
         f"or network ({', '.join(networks.available())})"
