@@ -60,8 +60,8 @@ def test_existing_output_is_untouched_without_overwrite(tmp_path, write_nifti, c
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"## Quick start\s+```bash\n(.*?)```", readme, re.S).group(1)
     commands = block.strip().splitlines()
     assert len(commands) == 2 and "mrsr demo" in commands[0]
-    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+    assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -189,7 +189,7 @@ def test_report_has_tables_and_paper_ready_figures(tmp_path, write_nifti, capsys
     assert comparison.shape[:2] == (round(height), round(width))
     assert profile.shape[:2] == (round(PROFILE_INCHES[1] * DPI), round(PROFILE_INCHES[0] * DPI))
     assert comparison[..., :3].std() > 0.05 and profile[..., :3].std() > 0.05
-    assert "| v | zerofill |" in (out / "report.md").read_text()
+    assert "| v | zerofill |" in (out / "report.md").read_text(encoding="utf-8")
     with pytest.raises(MRSRError, match="--overwrite"):
         write_report(out, cases)
     code, _, err = run(["evaluate", "--baselines", "--ref", ref, "--report", str(out)], capsys)

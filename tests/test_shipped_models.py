@@ -26,7 +26,7 @@ def test_shipped_model_is_described_and_beats_its_baseline_on_a_heldout_slice(na
     assert pipe.spec.degradation == method and pipe.scale == int(scale) and pipe.trained
     assert pipe.spec.grid == ("kspace" if method == "kspace" else "area")
     card = shipped_weights()[name].with_suffix(".md")
-    assert card.is_file() and "Held-out volumes" in card.read_text()
+    assert card.is_file() and "Held-out volumes" in card.read_text(encoding="utf-8")
     assert "headline" in pipe.spec.info
     lr, hr = degrade(load_volume(HELDOUT), pipe.scale, method)
     baseline = Pipeline(

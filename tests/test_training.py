@@ -52,7 +52,7 @@ def test_tiny_run_writes_a_checkpoint_that_upscale_uses(workdir, capsys):
     assert {"best.safetensors", "last.safetensors", "state.safetensors"} <= {
         p.name for p in run.iterdir()
     }
-    log = (run / "val_log.csv").read_text().splitlines()
+    log = (run / "val_log.csv").read_text(encoding="utf-8").splitlines()
     assert log[0] == "step,method,psnr,ssim,nrmse" and any(",zerofill," in r for r in log)
     lr = str(workdir / "lr.nii.gz")
     assert main(["degrade", str(workdir / "vols" / "v1.nii.gz"), lr, "--scale", "2"]) == 0
@@ -76,7 +76,7 @@ def test_resume_is_exact(workdir):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # and the first half really was a different (earlier) model
-    train_log = (workdir / "run" / "train_log.csv").read_text().splitlines()
+    train_log = (workdir / "run" / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert [row.split(",")[0] for row in train_log[1:]] == ["3", "6"]
 
 
@@ -175,7 +175,7 @@ def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
     subprocess.run(
         [sys.executable, str(script), str(ixi), str(out), "--counts", "4", "2", "1"], check=True
     )
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     ids = split["train"] + split["test"] + split["val"]
     assert len(ids) == len(set(ids)) == 7 and "IXI099" not in ids
     for contrast in ("T1", "T2", "PD"):

@@ -138,7 +138,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     if not p.is_file():
         raise MRSRError(f"{p}: no such config file")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise MRSRError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, Mapping):

@@ -39,7 +39,7 @@ def volume_paths(specs: Sequence[str], what: str = "data.train") -> list[Path]:
         if p.is_dir() and not is_volume_path(p):
             found += sorted(q for q in p.iterdir() if is_volume_path(q))
         elif p.suffix == ".txt" and p.is_file():
-            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
             found += [p.parent / ln for ln in lines]
         elif p.exists():
             found.append(p)

@@ -89,8 +89,8 @@ class Logs:
 
     def __init__(self, out: Path, resume: bool) -> None:
         mode = "a" if resume else "w"
-        self.train = open(out / "train_log.csv", mode, newline="")  # noqa: SIM115
-        self.val = open(out / "val_log.csv", mode, newline="")  # noqa: SIM115
+        self.train = open(out / "train_log.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
+        self.val = open(out / "val_log.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
         if not resume:
             csv.writer(self.train).writerow(["step", "loss", "lr", "seconds"])
             csv.writer(self.val).writerow(["step", "method", "psnr", "ssim", "nrmse"])

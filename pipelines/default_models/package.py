@@ -69,7 +69,7 @@ def heldout_table(spec: ModelSpec, model: torch.nn.Module, heldout: Path) -> lis
 
 def card(name: str, spec: ModelSpec, run: Path, rows: list[dict], params: int) -> tuple[str, str]:
     """The card's Markdown and a one-line headline."""
-    log = list(csv.DictReader(open(run / "train_log.csv")))
+    log = list(csv.DictReader(open(run / "train_log.csv", encoding="utf-8")))
     minutes = float(log[-1]["seconds"]) / 60 if log else float("nan")
     base = "zerofill" if spec.degradation == "kspace" else "bicubic"
     gain = np.mean([r["model"]["psnr"] - r[base]["psnr"] for r in rows])
@@ -129,7 +129,7 @@ def main() -> None:
     WEIGHTS.mkdir(exist_ok=True)
     save_checkpoint(WEIGHTS / f"{name}.safetensors", model, spec)
     with atomic_path(WEIGHTS / f"{name}.md", overwrite=True) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     print(text)
 
 
