@@ -202,11 +202,36 @@ def quality(heldout: Path) -> str:
     return "PSNR (dB) / SSIM\n\n" + table(header, rows)
 
 
+def precision_cost(heldout: Path) -> str:
+    """PSNR of the shipped x2 model in bf16 against fp32 on the held-out volumes."""
+    rows = []
+    for volume in sorted(heldout.glob("*.nii.gz")):
+        lr, hr = degrade(load_volume(volume), 2, "kspace")
+        ref = hr.as_tensor()[0]
+        psnr = [
+            metrics.slice_scores(
+                Pipeline.from_pretrained("cssfn-kspace-x2", precision=p)(lr).as_tensor()[0], ref
+            )["psnr"]
+            for p in ("fp32", "bf16")
+        ]
+        rows.append(
+            [
+                volume.name.replace(".nii.gz", ""),
+                f"{psnr[0]:.3f}",
+                f"{psnr[1]:.3f}",
+                f"{psnr[1] - psnr[0]:+.3f}",
+            ]
+        )
+    return table(["held-out volume (cssfn-kspace-x2)", "fp32 PSNR", "bf16 PSNR", "bf16 cost"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer slices and steps")
     parser.add_argument("--heldout", type=Path, default=Path("data/default/heldout"))
-    parser.add_argument("--only", nargs="+", help="sections: engine overhead memory train quality")
+    parser.add_argument(
+        "--only", nargs="+", help="sections: engine overhead memory train quality precision"
+    )
     args = parser.parse_args()
     sections = {
         "engine": lambda: engine_vs_eager(48 if args.quick else 64, 4 if args.quick else 8),
@@ -214,6 +239,7 @@ def main() -> None:
         "memory": memory,
         "train": lambda: training_speed(3 if args.quick else 10),
         "quality": lambda: quality(args.heldout),
+        "precision": lambda: precision_cost(args.heldout),
     }
     cpu = platform.processor() or platform.machine()
     print(
