@@ -14,6 +14,7 @@ from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.evaluation import baselines, evaluate_pairs, iter_compare, summarize
 from mrsr.metrics import evaluate, foreground_mask
+from mrsr.pipeline import default_model_name
 from mrsr.report import DPI, HEADER_INCHES, PANEL_INCHES, PROFILE_INCHES, write_report
 
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # slices along the last axis
@@ -124,10 +125,11 @@ def test_baselines_rank_zerofill_above_nearest_with_a_paired_test(tmp_path, writ
     assert summary["linear"]["psnr_p"] is None  # the method every other is tested against
     assert summary["nearest"]["psnr_p"] == pytest.approx(0.25)  # exact: 3 of 3 same sign
     assert "no power" in document["test"]["note"]
-    code, out, _ = run(args + ["--method", "bicubic"], capsys)
+    code, out, _ = run(args + ["--method", "bicubic"], capsys)  # the shipped bicubic model
     document = json.loads(out)
-    assert {r["method"] for r in document["rows"]} == {"nearest", "bicubic"}
-    assert document["test"]["against"] == "bicubic"
+    default = default_model_name(2, "bicubic")
+    assert {r["method"] for r in document["rows"]} == {"nearest", "bicubic", default}
+    assert document["test"]["against"] == default
 
 
 def test_summary_means_sd_and_wilcoxon():
