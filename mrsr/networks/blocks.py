@@ -31,6 +31,7 @@ __all__ = [
     "Skip",
     "ChannelSplittingBlock",
     "ExternalSkip",
+    "GlobalFusionNetwork",
     "MergeAndRun",
     "Upsampler",
     "conv",
@@ -257,3 +258,47 @@ class ExternalSkip(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, scale={self.scale}, grid={self.grid!r}"
+
+
+class GlobalFusionNetwork(nn.Module):
+    """The frame CSN and CSSFN share (Zhao et al., TIP 2019 and KBS 2022).
+
+    Shallow features ``x0``; the ``blocks`` (built by the subclass, which says in
+    :meth:`features` how they are chained); global fusion ``conv3x3(conv1x1([features])) + x0``;
+    sub-pixel upsampler; conv3x3 to ``out_channels``; plus the :class:`ExternalSkip`.
+    Xavier-uniform weights and zero biases (the papers); ``zero_tail`` zeroes the last conv so the
+    untrained network is exactly its skip.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        in_channels: int,
+        out_channels: int,
+        channels: int,
+        blocks: nn.ModuleList,
+        skip: str,
+        grid: str,
+        zero_tail: bool,
+    ) -> None:
+        super().__init__()
+        self.scale, self.skip, self.grid = scale, skip, grid
+        self.in_channels = in_channels  # adjacent slices the inference engine feeds
+        self.esc = ExternalSkip(skip, scale, grid, in_channels, out_channels)
+        self.head = shallow_features(in_channels, channels)
+        self.blocks = blocks
+        self.fusion = fusion((len(blocks) + 1) * channels, channels)
+        self.tail = reconstruction(channels, out_channels, scale)
+        xavier_init_(self)
+        if zero_tail:
+            nn.init.zeros_(self.tail[-1].weight)
+
+    def features(self, x0: torch.Tensor) -> list[torch.Tensor]:
+        """``x0`` and every block's output, in the order the global fusion reads them."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, upsampled: torch.Tensor | None = None) -> torch.Tensor:
+        """``upsampled``: the skip's interpolation of ``x``, when computed elsewhere."""
+        x0 = self.head(x)
+        fused = self.fusion(torch.cat(self.features(x0), dim=1)) + x0
+        return self.esc(x, self.tail(fused), upsampled)

@@ -15,18 +15,14 @@ from mrsr.geometry import Grid
 
 from .blocks import (
     ChannelSplittingBlock,
-    ExternalSkip,
+    GlobalFusionNetwork,
     Skip,
-    fusion,
-    reconstruction,
-    shallow_features,
-    xavier_init_,
 )
 
 __all__ = ["CSN"]
 
 
-class CSN(nn.Module):
+class CSN(GlobalFusionNetwork):
     """Channel splitting network (Zhao et al., TIP 2019).
 
     Shallow features ``x0`` (conv3x3, conv1x1, conv3x3); ``n_blocks`` channel-splitting blocks
@@ -70,24 +66,13 @@ class CSN(nn.Module):
         grid: Grid | str = "kspace",
         zero_tail: bool = False,
     ) -> None:
-        super().__init__()
-        self.scale, self.skip, self.grid = scale, skip, grid
-        self.in_channels = in_channels  # adjacent slices the inference engine feeds
-        self.esc = ExternalSkip(skip, scale, grid, in_channels, out_channels)
-        self.head = shallow_features(in_channels, channels)
-        self.blocks = nn.ModuleList(
+        blocks = nn.ModuleList(
             ChannelSplittingBlock(channels, n_stages, growth) for _ in range(n_blocks)
         )
-        self.fusion = fusion((n_blocks + 1) * channels, channels)
-        self.tail = reconstruction(channels, out_channels, scale)
-        xavier_init_(self)
-        if zero_tail:
-            nn.init.zeros_(self.tail[-1].weight)
+        super().__init__(scale, in_channels, out_channels, channels, blocks, skip, grid, zero_tail)
 
-    def forward(self, x: torch.Tensor, upsampled: torch.Tensor | None = None) -> torch.Tensor:
-        """``upsampled``: the skip's interpolation of ``x``, when computed elsewhere."""
-        x0 = self.head(x)
+    def features(self, x0: torch.Tensor) -> list[torch.Tensor]:
         features = [x0]
         for block in self.blocks:
             features.append(block(features[-1]))
-        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0), upsampled)
+        return features

@@ -18,13 +18,9 @@ from mrsr.geometry import Grid
 from .blocks import (
     CSSFU,
     MSRB,
-    ExternalSkip,
+    GlobalFusionNetwork,
     Skip,
     conv,
-    fusion,
-    reconstruction,
-    shallow_features,
-    xavier_init_,
 )
 
 __all__ = ["CSSFN", "SerialFusionBlock", "UNITS"]
@@ -68,7 +64,7 @@ class SerialFusionBlock(nn.Module):
         return a + self.units(a)
 
 
-class CSSFN(nn.Module):
+class CSSFN(GlobalFusionNetwork):
     """Channel splitting and serial fusion network (Zhao et al., KBS 2022).
 
     Shallow features ``x0`` (conv3x3, conv1x1, conv3x3); ``n_blocks`` CSSFBs with dense global
@@ -119,25 +115,14 @@ class CSSFN(nn.Module):
         grid: Grid | str = "kspace",
         zero_tail: bool = False,
     ) -> None:
-        super().__init__()
-        self.scale, self.skip, self.grid = scale, skip, grid
-        self.in_channels = in_channels  # adjacent slices the inference engine feeds
-        self.esc = ExternalSkip(skip, scale, grid, in_channels, out_channels)
-        self.head = shallow_features(in_channels, channels)
-        self.blocks = nn.ModuleList(
+        blocks = nn.ModuleList(
             SerialFusionBlock(i * channels, channels, n_units, q, unit)
             for i in range(1, n_blocks + 1)
         )
-        self.fusion = fusion((n_blocks + 1) * channels, channels)
-        self.tail = reconstruction(channels, out_channels, scale)
-        xavier_init_(self)
-        if zero_tail:
-            nn.init.zeros_(self.tail[-1].weight)
+        super().__init__(scale, in_channels, out_channels, channels, blocks, skip, grid, zero_tail)
 
-    def forward(self, x: torch.Tensor, upsampled: torch.Tensor | None = None) -> torch.Tensor:
-        """``upsampled``: the skip's interpolation of ``x``, when computed elsewhere."""
-        x0 = self.head(x)
+    def features(self, x0: torch.Tensor) -> list[torch.Tensor]:
         features = [x0]  # newest first: [x(i-1), ..., x1, x0]
         for block in self.blocks:
             features.insert(0, block(torch.cat(features, dim=1)))
-        return self.esc(x, self.tail(self.fusion(torch.cat(features, dim=1)) + x0), upsampled)
+        return features
