@@ -52,10 +52,7 @@ def cmd_degrade(args: argparse.Namespace) -> None:
     outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
     _check_outputs([args.input], outputs, args.overwrite)
     volume = load_volume(args.input)
-    try:
-        lr, hr = degrade(volume, args.scale, args.method, args.axes)
-    except ValueError as exc:
-        raise MRSRError(f"{args.input}: {exc}") from exc
+    lr, hr = degrade(volume, args.scale, args.method, args.axes)
     save_volume(lr, args.output, dtype=args.dtype, overwrite=args.overwrite)
     if args.hr_out:
         save_volume(hr, args.hr_out, dtype=args.dtype, overwrite=args.overwrite)

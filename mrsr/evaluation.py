@@ -217,11 +217,7 @@ def iter_compare(
     masks = _Masks(mask)
     nearest = Pipeline("nearest", scale, degradation=degradation)
     for name, path in listing.items():
-        volume = load_volume(path)
-        try:
-            lr, hr = degrade(volume, scale, degradation)
-        except ValueError as exc:
-            raise MRSRError(f"{path}: {exc}") from exc
+        lr, hr = degrade(load_volume(path), scale, degradation)
         predictions = {method: pipe(lr) for method, pipe in methods.items()}
         shown = [predictions[m] for m, pipe in methods.items() if pipe.spec.network == "nearest"]
         case = Case(name, hr, predictions, masks(name, hr, CropToMultiple(scale)))

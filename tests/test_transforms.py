@@ -112,3 +112,15 @@ def test_bad_axes_and_scales_are_rejected():
         KSpaceTruncation(4, axes=(0, 1))(torch.rand(1, 3, 8))
     with pytest.raises(ValueError, match="positive integer"):
         KSpaceTruncation(1.5)
+
+
+def test_degrade_refuses_with_the_volume_named(write_nifti):
+    from monai.transforms import LoadImage
+
+    from mrsr.errors import MRSRError
+    from mrsr.transforms import degrade
+
+    path = write_nifti("tiny.nii.gz", phantom((3, 3, 2)), np.eye(4))
+    volume = LoadImage(ensure_channel_first=True)(path)
+    with pytest.raises(MRSRError, match="tiny.nii.gz: .*smaller than scale 4"):
+        degrade(volume, 4)

@@ -22,6 +22,7 @@ from monai.transforms import SpatialCrop, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from mrsr import kspace
+from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, in_plane_axes, resampled_affine
 
 __all__ = [
@@ -185,10 +186,16 @@ def degrade(
 
     ``hr`` is ``img`` centre-cropped to a multiple of the scale along the axes, so that a
     ``scale``-times super-resolution of ``lr`` on ``method``'s grid lands exactly on ``hr``.
+    A volume or option that does not allow it raises :class:`~mrsr.errors.MRSRError` naming the
+    volume's file.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown degradation method {method!r}; expected one of {METHODS}")
-    axes = resolve_axes(convert_to_tensor(img, track_meta=get_track_meta()), axes)
-    hr = CropToMultiple(scale, axes)(img)
-    down = KSpaceTruncation if method == "kspace" else BicubicDownsample
-    return down(scale, axes)(hr), hr
+    name = getattr(img, "meta", {}).get("filename_or_obj", "image")
+    try:
+        if method not in METHODS:
+            raise ValueError(f"unknown degradation method {method!r}; expected one of {METHODS}")
+        axes = resolve_axes(convert_to_tensor(img, track_meta=get_track_meta()), axes)
+        hr = CropToMultiple(scale, axes)(img)
+        down = KSpaceTruncation if method == "kspace" else BicubicDownsample
+        return down(scale, axes)(hr), hr
+    except ValueError as exc:
+        raise MRSRError(f"{name}: {exc}") from exc
