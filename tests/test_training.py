@@ -20,6 +20,7 @@ from mrsr.errors import MRSRError
 from mrsr.training import load_config, resolve_config, train
 from mrsr.training.data import PatchPairs
 from mrsr.training.trainer import StepIndices
+from mrsr.transforms import KSpaceTruncation
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -95,6 +96,51 @@ def test_patch_pairs_are_aligned_and_reproducible():
     # bicubic pairs: the LR patch is the area-downsampled HR patch up to border effects
     down = torch.nn.functional.avg_pool2d(hr[None], 2)[0]
     assert float((down - lr)[:, 2:-2, 2:-2].abs().max()) < 0.05
+
+
+def _whole_slice_pairs(slab: torch.Tensor, **augment) -> PatchPairs:
+    """Pairs whose patch is the whole slice (so the HR patch is the augmented HR slice)."""
+    return PatchPairs([slab], scale=2, patch_size=slab.shape[-1] // 2, seed=1, **augment)
+
+
+def _outer_energy(image: torch.Tensor) -> float:
+    """Share of the spectrum's energy outside the central half band on both axes."""
+    power = torch.fft.fftshift(torch.fft.fft2(image), dim=(-2, -1)).abs() ** 2
+    n = image.shape[-1]
+    return float(1 - power[..., n // 4 : 3 * n // 4, n // 4 : 3 * n // 4].sum() / power.sum())
+
+
+def test_hr_noise_is_added_before_degradation():
+    slab = torch.zeros(2, 32, 32)
+    slab[:, 8:24, 8:24] = 1.0
+    pairs = _whole_slice_pairs(slab, hr_noise=0.05)
+    lr, hr = pairs[4]
+    assert float(hr[0, :4, :4].std()) > 0.005  # the target has a noise floor where slab is 0
+    # the input is the truncation of the noisy target, not of the clean slice
+    torch.testing.assert_close(lr, KSpaceTruncation(2, axes=(0, 1))(hr).as_tensor())
+    torch.testing.assert_close(pairs[4][1], hr)
+
+
+def test_lowpass_augmentation_removes_fine_detail_from_the_target():
+    slab = torch.from_numpy(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32))
+    clean = [_outer_energy(_whole_slice_pairs(slab)[i][1]) for i in range(8)]
+    blurred = [_outer_energy(_whole_slice_pairs(slab, lowpass=1.0)[i][1]) for i in range(8)]
+    assert np.mean(blurred) < 0.8 * np.mean(clean)
+    lr, hr = _whole_slice_pairs(slab, lowpass=1.0)[3]
+    torch.testing.assert_close(lr, KSpaceTruncation(2, axes=(0, 1))(hr).as_tensor())
+
+
+def test_gamma_changes_contrast_within_the_normalised_range():
+    slab = torch.from_numpy(np.random.default_rng(0).random((1, 32, 32), dtype=np.float32))
+    slab = slab.expand(2, -1, -1)
+
+    def changed(h: torch.Tensor) -> bool:  # turns and flips keep the sorted intensities
+        return not torch.allclose(h.flatten().sort()[0], slab[0].flatten().sort()[0])
+
+    assert not any(changed(_whole_slice_pairs(slab)[i][1]) for i in range(6))
+    hrs = [_whole_slice_pairs(slab, gamma=0.7)[i][1] for i in range(6)]
+    assert all(0.0 <= float(h.min()) and float(h.max()) <= 1.0 for h in hrs)
+    assert all(changed(h) for h in hrs)
 
 
 def test_two_process_torchrun_equals_one_process_with_the_union_batch(workdir):

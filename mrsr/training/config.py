@@ -23,6 +23,7 @@ __all__ = ["DEFAULTS", "load_config", "resolve_config"]
 DEFAULTS: dict[str, Any] = {
     "data": {"train": None, "val": None, "contrast": None},
     "degradation": {"method": "kspace", "scale": 2, "noise": 0.0},
+    "augment": {"hr_noise": 0.0, "gamma": 0.0, "lowpass": 0.0},
     "model": {"name": "cssfn"},
     "train": {
         "max_steps": 1000,

@@ -19,6 +19,7 @@ import torch
 from monai.data import CacheDataset
 from monai.transforms import Compose, MapTransform, ScaleIntensityRangePercentilesd
 
+from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
@@ -87,6 +88,12 @@ def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor
     return slabs
 
 
+def rician(image: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """The magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``."""
+    n = torch.from_numpy(rng.standard_normal((2, *image.shape), dtype=np.float32)) * sigma
+    return torch.sqrt((image + n[0]) ** 2 + n[1] ** 2)
+
+
 class PatchPairs(torch.utils.data.Dataset):
     """Random ``(lr, hr)`` patch pairs, ``(k, p, p)`` and ``(1, s*p, s*p)``, from whole slices.
 
@@ -96,11 +103,18 @@ class PatchPairs(torch.utils.data.Dataset):
     the whole low-resolution centre slice cut to the patch: a k-space (sinc) interpolation of
     the patch alone would ring at its borders, which never happens on a whole slice.
 
-    The high-resolution slice is flipped and turned (augmentation before degradation, never on a
-    pair after it), cropped to a multiple of the scale, degraded as a whole slice (k-space
-    truncation is global), optionally given Rician noise of standard deviation ``noise``
-    (normalised units), and an aligned patch pair is cut around a foreground pixel: low-resolution
-    pixel ``(i, j)`` matches high-resolution pixels ``[s*i, s*i + s)`` on both sampling grids.
+    The high-resolution slice is flipped and turned, optionally given a contrast change
+    ``x ** g`` with ``log g`` uniform in ``[-gamma, gamma]``, with probability ``lowpass`` a
+    zero-filled reconstruction from the central ``1/f`` of its spectrum (``f`` uniform in
+    ``[1, 2]`` per axis: scanners often reconstruct on a finer matrix than they acquire, and the
+    network must learn not to sharpen such an image), and Rician noise of a standard deviation
+    uniform in ``[0, hr_noise]`` (noise in the target teaches the network to keep the noise floor
+    of real scans instead of inventing a clean background). All augmentation comes before
+    degradation, never on a pair after it. The slice is then cropped to a multiple of the scale,
+    degraded as a whole slice (k-space truncation is global), optionally given Rician noise of
+    standard deviation ``noise`` (degradation noise; normalised units), and an aligned patch
+    pair is cut around a foreground pixel: low-resolution pixel ``(i, j)`` matches
+    high-resolution pixels ``[s*i, s*i + s)`` on both sampling grids.
     """
 
     def __init__(
@@ -114,12 +128,16 @@ class PatchPairs(torch.utils.data.Dataset):
         context: int = 1,
         upsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
         length: int = 2**62,
+        hr_noise: float = 0.0,
+        gamma: float = 0.0,
+        lowpass: float = 0.0,
     ) -> None:
         if context < 1 or context % 2 == 0:
             raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
         self.slabs, self.scale, self.patch, self.noise = list(slabs), scale, patch_size, noise
         self.offsets = torch.arange(context) - context // 2
         self.seed, self.length, self.upsample = seed, length, upsample
+        self.hr_noise, self.gamma, self.lowpass = hr_noise, gamma, lowpass
         down = KSpaceTruncation if method == "kspace" else BicubicDownsample
         self.degrade = down(scale, axes=(0, 1))
         side = scale * patch_size
@@ -147,10 +165,16 @@ class PatchPairs(torch.utils.data.Dataset):
         hr = torch.rot90(hr.flip(-1) if rng.random() < 0.5 else hr, int(rng.integers(4)), (1, 2))
         s, p = self.scale, self.patch
         hr = hr[:, : hr.shape[1] // s * s, : hr.shape[2] // s * s]
+        if self.gamma > 0:
+            hr = hr.clamp(min=0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
+        if self.lowpass > 0 and rng.random() < self.lowpass:
+            kept = [max(2, round(n / rng.uniform(1.0, 2.0))) for n in hr.shape[1:]]
+            hr = kspace.truncate(hr, kept, (1, 2), zero_filled=True)
+        if self.hr_noise > 0:
+            hr = rician(hr, rng.uniform(0.0, self.hr_noise), rng)
         lr = self.degrade(hr).as_tensor()
         if self.noise > 0:
-            n = torch.from_numpy(rng.normal(0.0, self.noise, (2, *lr.shape)).astype(np.float32))
-            lr = torch.sqrt((lr + n[0]) ** 2 + n[1] ** 2)
+            lr = rician(lr, self.noise, rng)
         hr = hr[len(self.offsets) // 2]
         candidates = torch.nonzero(lr[len(self.offsets) // 2] > FOREGROUND)
         if len(candidates):

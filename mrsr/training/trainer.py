@@ -163,6 +163,9 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         t["seed"],
         context=options.get("in_channels", 1),
         upsample=_whole_slice_skip(model),
+        hr_noise=cfg["augment"]["hr_noise"],
+        gamma=cfg["augment"]["gamma"],
+        lowpass=cfg["augment"]["lowpass"],
     )
 
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
