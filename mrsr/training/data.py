@@ -168,7 +168,7 @@ class PatchPairs(torch.utils.data.Dataset):
         if self.gamma > 0:
             hr = hr.clamp(min=0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
         if self.lowpass > 0 and rng.random() < self.lowpass:
-            kept = [max(2, round(n / rng.uniform(1.0, 2.0))) for n in hr.shape[1:]]
+            kept = [max(2, round(n / rng.uniform(1.0, 4.0))) for n in hr.shape[1:]]
             hr = kspace.truncate(hr, kept, (1, 2), zero_filled=True)
         if self.hr_noise > 0:
             hr = rician(hr, rng.uniform(0.0, self.hr_noise), rng)
