@@ -32,6 +32,12 @@ SOURCES = {
     "ch2.nii.gz` (Colin27 T1, 1 mm; BSD-3-clause), axial slabs outside world z -12..18 mm",
     "shoulder_mr2": "PyPI `pydicom-data` 1.0.0, `data_store/data/MR2_UNCR.dcm` (one shoulder "
     "slice, 1024 x 1024, 0.195 mm; MIT)",
+    "brain1": "PyPI `pyradiomics` 3.1.0 source archive, `data/brain1_image.nrrd` (a clinical "
+    "multi-slice brain scan, 256 x 256 x 25, 0.78 x 0.78 x 6.5 mm; BSD-3-clause)",
+    "brain2": "PyPI `pyradiomics` 3.1.0 source archive, `data/brain2_image.nrrd` (another "
+    "patient's clinical brain scan, 256 x 256 x 23, 0.78 x 0.78 x 6.5 mm; BSD-3-clause)",
+    "breast1": "PyPI `pyradiomics` 3.1.0 source archive, `data/breast1_image.nrrd` (a breast MR "
+    "crop, 45 x 120 x 21, 0.66 mm; BSD-3-clause)",
     "brain_t1_coronal": "PyPI `dipy` 1.12.1, `dipy/data/files/t1_coronal_slice.npy` (another "
     "subject's T1 slice, 256 x 256; BSD-3-clause)",
     "abdomen_t1": "PyPI `pydicom-data` 1.0.0, `data_store/data/MR-SIEMENS-DICOM-WithOverlays.dcm` "
