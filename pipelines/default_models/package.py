@@ -22,9 +22,11 @@ from mrsr import __version__, metrics
 from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from mrsr.io import atomic_path, load_volume
 from mrsr.pipeline import Pipeline
+from mrsr.training import load_config
 from mrsr.transforms import degrade
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "mrsr" / "data" / "weights"
+CONFIGS = Path(__file__).resolve().parent
 SOURCES = {
     "colin_05mm": "Debian `mricron-data` 1.2.20211006+dfsg-4, `/usr/share/mricron/templates/"
     "ch2better.nii.gz` (Colin27 T1, 0.5 mm; BSD-3-clause), axial slabs outside world z -12..18 mm",
@@ -78,6 +80,8 @@ def heldout_table(spec: ModelSpec, model: torch.nn.Module, heldout: Path) -> lis
 def card(name: str, spec: ModelSpec, run: Path, rows: list[dict], params: int) -> tuple[str, str]:
     """The card's Markdown and a one-line headline."""
     log = list(csv.DictReader(open(run / "train_log.csv", encoding="utf-8")))
+    config = load_config(CONFIGS / f"{name.replace('-', '_')}.yaml")
+    augment = ", ".join(f"{k} {v}" for k, v in config["augment"].items())
     minutes = float(log[-1]["seconds"]) / 60 if log else float("nan")
     base = "zerofill" if spec.degradation == "kspace" else "bicubic"
     gain = np.mean([r["model"]["psnr"] - r[base]["psnr"] for r in rows])
@@ -95,7 +99,9 @@ def card(name: str, spec: ModelSpec, run: Path, rows: list[dict], params: int) -
         "",
         f"{spec.info.get('steps')} steps of batch 16 (24 x 24 low-resolution patches), L1, Adam,"
         f" config `pipelines/default_models/{name.replace('-', '_')}.yaml`, {minutes:.0f} min on "
-        f"one thread of a {platform.machine()} CPU. Training volumes (built by "
+        f"one thread of a {platform.machine()} CPU. Augmentation of the high-resolution slice "
+        f"before degradation: flips, quarter turns, {augment} (`pipelines/README.md`). "
+        "Training volumes (built by "
         "`pipelines/default_models/prepare_data.py`):",
         "",
         *[f"- `{v}`: {source(v)}" for v in spec.info.get("data", {}).get("train", [])],
