@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from mrsr import metrics
 from mrsr.inference import super_resolve
@@ -74,8 +75,19 @@ def engine_vs_eager(size: int, n: int) -> str:
     torch.manual_seed(0)
     net = create("cssfn", scale=2).eval()
     vol = smooth_volume((size, size, n))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 1, size, size))
+    gflop = counter.get_total_flops() / 1e9  # per slice
     t_eager, ref = timed(lambda: eager_loop(net, vol))
-    rows = [["eager loop, NCHW, one slice at a time", f"{t_eager / n:.2f}", "1.00", "-"]]
+    rows = [
+        [
+            "eager loop, NCHW, one slice at a time",
+            f"{t_eager / n:.2f}",
+            f"{gflop * n / t_eager:.0f}",
+            "1.00",
+            "-",
+        ]
+    ]
     for precision in ("fp32", "bf16"):
         for batch in (1, 4):
             t, out = timed(
@@ -85,11 +97,14 @@ def engine_vs_eager(size: int, n: int) -> str:
             )
             diff = float((out - ref).abs().max() / ref.abs().max())
             name = f"engine, {precision}, batch {batch}"
-            rows.append([name, f"{t / n:.2f}", f"{t_eager / t:.2f}", f"{diff:.1e}"])
+            rows.append(
+                [name, f"{t / n:.2f}", f"{gflop * n / t:.0f}", f"{t_eager / t:.2f}", f"{diff:.1e}"]
+            )
     return table(
         [
             f"CSSFN-B2 x2 (16.4 M), LR slices {size}x{size}, {n} slices",
             "s/slice",
+            "GFLOP/s",
             "speed-up",
             "max rel. diff.",
         ],
