@@ -174,6 +174,7 @@ def test_two_process_torchrun_equals_one_process_with_the_union_batch(workdir):
         ("model.scale=3", "model.scale 3 disagrees with degradation.scale 2"),
         ("data.train=nowhere", "data.train: no volumes found"),
         ("degradation.method=blur", "degradation.method must be one of"),
+        ("train.loss=huber", "train.loss must be one of"),
         ("train.patch_size=64", "train.patch_size 64 at scale 2 needs slices of at least 128"),
     ],
 )
@@ -181,6 +182,17 @@ def test_bad_configs_fail_at_once_naming_the_key(workdir, override, message):
     with pytest.raises(MRSRError, match=message):
         train(load_config(write_config(workdir), [override]), progress=False)
     assert not (workdir / "run").exists()
+
+
+def test_loss_choice_is_the_loss_minimised(workdir):
+    first = {}
+    for loss in ("l1", "l2"):
+        cfg = dict(TINY, train={**TINY["train"], "max_steps": 1, "loss": loss}, output_dir=loss)
+        train(resolve_config(cfg, base=workdir), progress=False)
+        log = (workdir / loss / "train_log.csv").read_text(encoding="utf-8").splitlines()
+        first[loss] = float(log[1].split(",")[1])
+    # the same network, batch and errors e at step 1: mean e^2 lies in [mean|e|^2, mean|e|)
+    assert first["l1"] ** 2 <= first["l2"] < first["l1"]
 
 
 def test_pipeline_fit_trains_and_loads_the_weights(workdir):

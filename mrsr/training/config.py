@@ -40,12 +40,14 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": None,
         "ema": None,
         "precision": "fp32",
+        "loss": "l1",
     },
     "output_dir": "runs/mrsr",
 }
 CHOICES = {
     ("degradation", "method"): ("kspace", "bicubic"),
     ("train", "precision"): ("fp32", "bf16"),
+    ("train", "loss"): ("l1", "l2"),
 }
 NUMBER = (int, float)
 

@@ -53,6 +53,9 @@ class StepIndices(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.batch
 
 
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}  # L1 is the papers' loss
+
+
 def _comparable(cfg: dict) -> dict:
     train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_CHANGES}
     return {**cfg, "train": train}
@@ -105,7 +108,7 @@ class Logs:
         csv.writer(self.train).writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.1f}"])
         self.train.flush()
         if self.board:
-            self.board.add_scalar("train/l1", loss, step)
+            self.board.add_scalar("train/loss", loss, step)
 
     def metrics(self, step: int, method: str, values: dict[str, float]) -> None:
         row = [step, method] + [f"{values[k]:.6f}" for k in ("psnr", "ssim", "nrmse")]
@@ -224,7 +227,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     for step, (lr_batch, hr_batch, *skip) in enumerate(loader, start=start + 1):
         with autocast:
             pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
-            loss = F.l1_loss(pred.float(), hr_batch.to(device))
+            loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t["grad_clip"]:
