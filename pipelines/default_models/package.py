@@ -44,7 +44,7 @@ SOURCES = {
     "subject's T1 slice, 256 x 256; BSD-3-clause)",
     "abdomen_t1": "PyPI `pydicom-data` 1.0.0, `data_store/data/MR-SIEMENS-DICOM-WithOverlays.dcm` "
     "(abdomen, 484 x 484, 0.72 mm; MIT). A reformat of a 256 x 134 acquisition (DICOM "
-    "AcquisitionMatrix): the reference holds almost nothing beyond the x2 input's band, so "
+    "AcquisitionMatrix): the reference holds almost nothing beyond an x2 input's band, so at x2 "
     "zero-filling is close to exact and there is little to super-resolve",
     "colin_slab": "the bundled sample (Colin27 1 mm, world z -9..14 mm): the same subject as "
     "the Colin training slabs, other slices",
