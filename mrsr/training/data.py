@@ -108,9 +108,9 @@ class PatchPairs(torch.utils.data.Dataset):
     zero-filled reconstruction from the central ``1/f`` of its spectrum (``f`` uniform in
     ``[1, 4]`` per axis: scanners often reconstruct on a finer matrix than they acquire, or
     acquire fewer phase-encoding lines than frequency samples, and the network must learn not to
-    sharpen such an image), and Rician noise of a standard deviation
-    uniform in ``[0, hr_noise]`` (noise in the target teaches the network to keep the noise floor
-    of real scans instead of inventing a clean background). All augmentation comes before
+    sharpen such an image), and Rician noise of a standard deviation uniform in
+    ``[0, hr_noise]`` (noise in the target teaches the network to keep the noise floor of real
+    scans instead of inventing a clean background). All augmentation comes before
     degradation, never on a pair after it. The slice is then cropped to a multiple of the scale,
     degraded as a whole slice (k-space truncation is global), optionally given Rician noise of
     standard deviation ``noise`` (degradation noise; normalised units), and an aligned patch

@@ -1,5 +1,5 @@
-"""The training loop: L1 + Adam with step decay (the CSN/CSSFN protocol), validation on whole
-volumes, atomic checkpoints, exact resume, and DistributedDataParallel under ``torchrun``.
+"""The training loop: L1 (or L2) + Adam with step decay (the CSN/CSSFN protocol), validation on
+whole volumes, atomic checkpoints, exact resume, and DistributedDataParallel under ``torchrun``.
 
 Determinism: each step's batch is fixed by its indices into :class:`PatchPairs` (rank ``r`` of
 ``W`` takes samples ``((t * W) + r) * B + j`` at step ``t``), so a resumed run sees the same data
