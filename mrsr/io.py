@@ -27,10 +27,13 @@ from monai.data import MetaTensor, NibabelReader
 from monai.transforms import LoadImage
 
 from mrsr.errors import MRSRError
+from mrsr.memory import check_fits
+from mrsr.probe import VolumeInfo, probe_volume
 
 __all__ = [
     "atomic_path",
     "checked_volume",
+    "inspect_volume",
     "is_volume_path",
     "load_volume",
     "remove_stale_temporaries",
@@ -91,10 +94,10 @@ def _load_nifti(path: Path) -> MetaTensor:
     return img
 
 
-def _load_sitk(path: Path) -> MetaTensor:
+def _load_sitk(path: Path, files: list[Path]) -> MetaTensor:
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+        reader.SetFileNames([str(f) for f in files])
         image = reader.Execute()
     else:
         image = sitk.ReadImage(str(path))
@@ -129,12 +132,58 @@ def checked_volume(volume: MetaTensor, path: str | os.PathLike) -> MetaTensor:
             f"{path}: a {data.ndim - 1}D image with {data.shape[0]} channels is not supported; "
             "give 2D, 3D or 4D (a series of 3D volumes) data"
         )
-    if abs(np.linalg.det(np.asarray(volume.affine, dtype=np.float64)[:3, :3])) < 1e-12:
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise MRSRError(f"{path}: the affine holds NaN or infinite values; fix the geometry")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise MRSRError(f"{path}: the affine is singular (a zero voxel size?); fix the header")
     bad = int((~torch.isfinite(data)).sum())
     if bad:
         raise MRSRError(f"{path}: {bad} voxels are NaN or infinite; replace them (e.g. by 0)")
     return volume if data is volume.as_tensor() else MetaTensor(data, meta=dict(volume.meta))
+
+
+def _kind(path: Path) -> str:
+    suffix = _suffix(path)
+    if suffix in NIFTI_SUFFIXES and path.is_file():
+        return "nifti"
+    if suffix in SITK_SUFFIXES and path.is_file():
+        return "sitk"
+    if path.is_dir() and _is_dicom_dir(path):
+        return "dicom"
+    if not path.exists():
+        raise MRSRError(f"{path}: no such file or folder")
+    raise MRSRError(
+        f"{path}: unsupported format; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a "
+        "DICOM series folder"
+    )
+
+
+def _reader_failure(path: Path, exc: Exception) -> MRSRError:
+    text = str(exc).strip()
+    reason = text.splitlines()[0][:200] if text else type(exc).__name__
+    return MRSRError(f"{path}: cannot be read as a volume ({reason})")
+
+
+def inspect_volume(path: str | os.PathLike) -> VolumeInfo:
+    """The volume's header facts (:class:`mrsr.probe.VolumeInfo`), checked; no voxel is read.
+
+    Refuses (:class:`MRSRError`) what :mod:`mrsr.probe` lists: data outside a detached header's
+    folder, sizes the file cannot hold, non-finite geometry, complex voxels, split DICOM series.
+    """
+    p = Path(path)
+    kind = _kind(p)
+    try:
+        return probe_volume(p, kind)
+    except MRSRError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any header parser failure is a bad input file
+        raise _reader_failure(p, exc) from exc
+
+
+def read_bytes(info: VolumeInfo) -> int:
+    """Estimated peak memory of :func:`load_volume`: the stored array, a copy, float32 twice."""
+    return info.voxels * (2 * info.dtype.itemsize + 8)
 
 
 def load_volume(path: str | os.PathLike) -> MetaTensor:
@@ -144,26 +193,19 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
     ``NibabelReader``; NRRD, MHA/MHD and DICOM series folders by SimpleITK (LPS converted to
     RAS). ``meta["source_dtype"]`` records the stored data type for :func:`save_volume`.
     A 2D image becomes one slice ``(1, X, Y, 1)``; a 4D series puts its volumes on ``C``.
+    The header is checked first (:func:`inspect_volume`) and the read must fit in memory.
     Volumes with NaN/inf voxels or a singular affine are refused (:class:`MRSRError`).
     """
     p = Path(path)
-    if not p.exists():
-        raise MRSRError(f"{p}: no such file or folder")
-    suffix = _suffix(p)
+    info = inspect_volume(p)
+    check_fits(read_bytes(info), f"{p}: reading {info.shape} x {info.channels}")
     try:
-        if suffix in NIFTI_SUFFIXES:
-            return checked_volume(_load_nifti(p), p)
-        if suffix in SITK_SUFFIXES or (p.is_dir() and _is_dicom_dir(p)):
-            return checked_volume(_load_sitk(p), p)
+        volume = _load_nifti(p) if _kind(p) == "nifti" else _load_sitk(p, info.files)
+        return checked_volume(volume, p)
     except MRSRError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MRSRError(f"{p}: cannot be read as a volume ({reason})") from exc
-    raise MRSRError(
-        f"{p}: unsupported format; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a "
-        "DICOM series folder"
-    )
+        raise _reader_failure(p, exc) from exc
 
 
 @contextlib.contextmanager

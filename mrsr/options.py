@@ -1,0 +1,178 @@
+"""Declared types and ranges of every user-facing option, command-line flag and config key.
+
+One :class:`Option` per value a user can set. The command line uses :meth:`Option.parse` as the
+argparse ``type``; :class:`mrsr.Pipeline`, the inference engine, the training config and the
+checkpoint loader call :meth:`Option.check`. Either way a bad value gets one message naming the
+option and the allowed range, before any work.
+
+>>> OPTIONS["scale"].check(4, "--scale")
+4
+>>> OPTIONS["scale"].check(0, "--scale")
+Traceback (most recent call last):
+...
+mrsr.errors.MRSRError: --scale must be an integer from 2 to 16, got 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mrsr.errors import MRSRError, shown
+
+__all__ = ["NETWORK_OPTIONS", "OPTIONS", "Option", "check_device", "check_options"]
+
+# Data types a NIfTI output can hold; "input" means the input file's own type.
+OUTPUT_DTYPES = ("input", "uint8", "int8", "int16", "uint16", "int32", "float32", "float64")
+
+
+def check_device(value: str, name: str = "--device") -> str:
+    """A torch device string that this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise MRSRError(f"{name} {value}: this machine has no usable CUDA GPU; use cpu")
+        if device.index is not None and device.index >= count:
+            raise MRSRError(f"{name} {value}: only {count} CUDA device(s) (0-{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MRSRError(f"{name} {value}: MPS is not available on this machine; use cpu")
+    elif device.type != "cpu":
+        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A value's type and allowed range: ``low``/``high`` bounds (``above`` makes ``low``
+    exclusive), or ``choices``, or a ``custom`` check; ``optional`` allows ``None``."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    choices: tuple | None = None
+    optional: bool = False
+    custom: Callable[[Any, str], Any] | None = None
+
+    def describe(self) -> str:
+        noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        text = noun[self.kind]
+        if self.choices:
+            text = "one of " + ", ".join(map(str, self.choices))
+        elif self.low is not None and self.high is not None:
+            text += (
+                f" above {self.low} and at most {self.high}"
+                if self.above
+                else f" from {self.low} to {self.high}"
+            )
+        elif self.low is not None:
+            text += f" above {self.low}" if self.above else f" of at least {self.low}"
+        return text + (" (or none)" if self.optional else "")
+
+    def check(self, value: Any, name: str) -> Any:
+        """``value`` if it is allowed, else :class:`MRSRError` naming ``name`` and the range."""
+        if value is None and self.optional:
+            return None
+        if self.custom is not None:
+            return self.custom(value, name)
+        is_bool = isinstance(value, bool)
+        ok = isinstance(value, self.kind) and (self.kind is bool or not is_bool)
+        if self.kind is float and isinstance(value, int) and not is_bool:
+            value, ok = float(value), True
+        if ok and self.kind is float:
+            ok = math.isfinite(value)
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if ok and self.low is not None:
+            ok = value > self.low if self.above else value >= self.low
+        if ok and self.high is not None:
+            ok = value <= self.high
+        if not ok:
+            raise MRSRError(f"{name} must be {self.describe()}, got {shown(value)}")
+        return value
+
+    def parse(self, text: str) -> Any:
+        """argparse ``type``: the text converted to ``kind`` and checked."""
+        try:
+            value = self.kind(text) if self.custom is None else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {self.describe()}, got {shown(text)}"
+            ) from None
+        try:
+            return self.check(value, "value")
+        except MRSRError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
+
+
+POSITIVE_INT = Option(int, 1, 1_000_000_000)
+OPTIONS: dict[str, Option] = {
+    "scale": Option(int, 2, 16),
+    "batch_size": Option(int, 1, 4096),
+    "data_consistency": Option(float, 0.0, 1.0),
+    "axis": Option(int, 0, 2),
+    "precision": Option(str, choices=("fp32", "bf16")),
+    "dtype": Option(str, choices=OUTPUT_DTYPES),
+    "device": Option(str, custom=check_device),
+    "time_budget": Option(float, 0.0, 7 * 24 * 3600.0, above=True),
+    "steps": POSITIVE_INT,
+    "seed": Option(int, 0, 2**32 - 1),
+    "factor": Option(int, 2, 64),
+    "shave": Option(int, 0, 4096),
+    # training config keys, by their dotted name
+    "degradation.method": Option(str, choices=("kspace", "bicubic")),
+    "degradation.scale": Option(int, 2, 16),
+    "degradation.noise": Option(float, 0.0, 1.0),
+    "augment.hr_noise": Option(float, 0.0, 1.0),
+    "augment.gamma": Option(float, 0.0, 2.0),
+    "augment.lowpass": Option(float, 0.0, 1.0),
+    "train.max_steps": POSITIVE_INT,
+    "train.batch_size": Option(int, 1, 4096),
+    "train.patch_size": Option(int, 4, 1024),
+    "train.lr": Option(float, 0.0, 1.0, above=True),
+    "train.lr_step": POSITIVE_INT,
+    "train.lr_gamma": Option(float, 0.0, 1.0, above=True),
+    "train.seed": Option(int, 0, 2**32 - 1),
+    "train.val_every": POSITIVE_INT,
+    "train.log_every": POSITIVE_INT,
+    "train.device": Option(str, custom=check_device),
+    "train.num_workers": Option(int, 0, 64),
+    "train.grad_clip": Option(float, 0.0, 1e6, above=True, optional=True),
+    "train.ema": Option(float, 0.0, 1.0, above=True, optional=True),
+    "train.precision": Option(str, choices=("fp32", "bf16")),
+    "train.loss": Option(str, choices=("l1", "l2")),
+}
+# Constructor options of the networks (a checkpoint's spec and the config's model section):
+# bounds far above any published size, so that a crafted file cannot build a 40 GB network.
+NETWORK_OPTIONS: dict[str, Option] = {
+    "in_channels": Option(int, 1, 15),
+    "out_channels": Option(int, 1, 1),
+    "channels": Option(int, 1, 1024),
+    "n_blocks": Option(int, 1, 64),
+    "n_units": Option(int, 1, 64),
+    "n_stages": Option(int, 1, 64),
+    "growth": Option(int, 1, 1024),
+    "q": Option(int, 1, 16),
+    "unit": Option(str, choices=("cssfu", "msrb")),
+    "skip": Option(str, choices=("bicubic", "kspace", "none")),
+    "grid": Option(str, choices=("kspace", "area")),
+    "zero_tail": Option(bool),
+    "mode": Option(str, choices=("nearest", "linear", "bicubic", "kspace")),
+}
+
+
+def check_options(values: Mapping[str, Any], table: Mapping[str, Option], where: str) -> None:
+    """Check each of ``values`` declared in ``table``; messages read ``where`` + key."""
+    for key, value in values.items():
+        if key in table:
+            table[key].check(value, f"{where}{key}")

@@ -1,0 +1,312 @@
+"""What an input volume claims, read from its header alone, and checked before any voxel is read.
+
+:func:`probe_volume` returns a :class:`VolumeInfo` (grid size, channels, data type, and every
+file the volume is made of) or raises :class:`~mrsr.errors.MRSRError` when the header cannot be
+trusted:
+
+- a detached header (``.nhdr``, ``.mhd``) whose data file lies outside the header's folder tree,
+  after resolving links (``data file: ../../etc/passwd`` is refused, naming the header);
+- claimed sizes the file cannot hold: uncompressed data shorter than dimensions × type size, or
+  compressed data that would expand more than deflate's maximum ratio (1032:1);
+- non-finite geometry (NaN or infinite pixdim, quaternion, offsets, sform rows, spacing,
+  origin or direction);
+- complex or RGB voxels, which have no single intensity to super-resolve;
+- a DICOM folder with more than one series, or slices that are not evenly spaced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from mrsr.errors import MRSRError, shown
+from mrsr.memory import human
+
+__all__ = ["VolumeInfo", "data_files", "probe_volume"]
+
+DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can expand (RFC 1951: 258 bytes per 2 bits)
+_HEADER_BYTES = 1 << 16  # detached headers are read up to this size
+_MAX_LISTED = 100_000  # data files a pattern or LIST may name
+
+
+@dataclass
+class VolumeInfo:
+    """A volume's header facts: ``shape`` is spatial ``(X, Y, Z)``, ``channels`` the rest."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    channels: int
+    dtype: np.dtype
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape) * self.channels
+
+    @property
+    def nbytes(self) -> int:
+        return self.voxels * self.dtype.itemsize
+
+
+def _spatial(dims: tuple[int, ...], path: Path) -> tuple[tuple[int, int, int], int]:
+    if not dims or min(dims) < 1:
+        raise MRSRError(f"{path}: the header gives no voxels (dimensions {dims})")
+    spatial = (tuple(dims[:3]) + (1, 1))[:3]
+    return spatial, math.prod(dims[3:]) if len(dims) > 3 else 1
+
+
+def _describe(shape: tuple[int, ...], channels: int, dtype: np.dtype) -> str:
+    dims = "x".join(map(str, shape)) + (f"x{channels}" if channels > 1 else "")
+    return f"{dims} voxels of {dtype.name} ({human(math.prod(shape) * channels * dtype.itemsize)})"
+
+
+def _check_size(
+    claimed: int, stored: int, compressed: bool, path: Path, what: str, offset: int = 0
+) -> None:
+    """Refuse a header that claims more data than ``stored`` bytes can hold."""
+    if compressed and claimed + offset > DEFLATE_MAX_RATIO * stored + (1 << 20):
+        raise MRSRError(
+            f"{path}: the header claims {what}, more than {human(stored)} of compressed data can "
+            "hold; the header is wrong or the file is a decompression bomb"
+        )
+    if not compressed and claimed + offset > stored:
+        raise MRSRError(
+            f"{path}: the header claims {what}, but the data holds only {human(stored)}; the "
+            "file is truncated or its header is wrong"
+        )
+
+
+def _check_dtype(dtype: np.dtype, path: Path) -> None:
+    if dtype.kind == "c":
+        raise MRSRError(
+            f"{path}: complex voxels ({dtype.name}); save the magnitude image (abs) and give that"
+        )
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise MRSRError(f"{path}: {dtype} voxels (RGB or records) are not a single intensity")
+
+
+def _check_finite(values: dict[str, np.ndarray], path: Path) -> None:
+    for name, value in values.items():
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise MRSRError(f"{path}: the header's {name} is NaN or infinite; fix the geometry")
+
+
+def _read_prefix(path: Path, size: int, compressed: bool) -> bytes:
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+        return f.read(size)
+
+
+def _probe_nifti(path: Path) -> VolumeInfo:
+    compressed = path.name.lower().endswith(".gz")
+    try:
+        raw = _read_prefix(path, 540, compressed)
+    except (OSError, EOFError) as exc:
+        raise MRSRError(f"{path}: cannot be read as a volume ({exc})") from exc
+    kind = None
+    for order in ("<", ">"):
+        size = int(np.frombuffer(raw[:4].ljust(4, b"\0"), dtype=f"{order}i4")[0])
+        kind = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(size, kind)
+    if kind is None or len(raw) < (348 if kind is nib.Nifti1Header else 540):
+        raise MRSRError(f"{path}: cannot be read as a volume (not a NIfTI header)")
+    try:
+        header = kind.from_fileobj(io.BytesIO(raw))
+        dtype = np.dtype(header.get_data_dtype())
+        dims = tuple(int(d) for d in header.get_data_shape())
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad headers
+        raise MRSRError(f"{path}: cannot be read as a volume ({shown(str(exc))})") from exc
+    spatial, channels = _spatial(dims, path)
+    _check_dtype(dtype, path)
+    fields = {"pixdim": header["pixdim"][1:4]}
+    if header["qform_code"] > 0:
+        fields["quaternion"] = [header[k] for k in ("quatern_b", "quatern_c", "quatern_d")]
+        fields["qoffset"] = [header[k] for k in ("qoffset_x", "qoffset_y", "qoffset_z")]
+    if header["sform_code"] > 0:
+        fields["sform"] = [header[k] for k in ("srow_x", "srow_y", "srow_z")]
+    _check_finite(fields, path)
+    claimed = math.prod(dims) * dtype.itemsize
+    offset = int(header["vox_offset"])
+    what = _describe(spatial, channels, dtype)
+    _check_size(claimed, path.stat().st_size, compressed, path, what, offset)
+    return VolumeInfo(path, spatial, channels, dtype, [path])
+
+
+def _header_lines(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        text = f.read(_HEADER_BYTES).decode("latin-1")
+    end = text.find("\n\n") if path.suffix.lower() in (".nrrd", ".nhdr") else -1
+    return (text[:end] if end >= 0 else text).splitlines()
+
+
+def _field(lines: list[str], names: tuple[str, ...], sep: str) -> tuple[str, int] | None:
+    """(value, line index) of the first header line whose key is one of ``names``."""
+    for i, line in enumerate(lines):
+        key, found, value = line.partition(sep)
+        if found and key.strip().lower() in names:
+            return value.strip(), i
+    return None
+
+
+def _expand(spec: str, lines: list[str], index: int, header: Path) -> list[str] | None:
+    """Data file names of a ``LIST`` or a printf pattern (``name%03d.raw min max step``)."""
+    words = spec.split()
+    if words and words[0] == "LIST":
+        return [ln.strip() for ln in lines[index + 1 :] if ln.strip()][:_MAX_LISTED]
+    if len(words) >= 4 and re.search(r"%[0-9]*d", words[0]):
+        try:
+            lo, hi, step = (int(w) for w in words[1:4])
+        except ValueError:
+            return None
+        if step == 0 or abs((hi - lo) // step) >= _MAX_LISTED:
+            raise MRSRError(f"{header}: the data file pattern {shown(spec)} names too many files")
+        return [words[0] % i for i in range(lo, hi + (1 if step > 0 else -1), step)]
+    return None
+
+
+def data_files(header: Path) -> list[Path]:
+    """The data files a detached ``.nhdr``/``.mhd`` header reads, checked to lie inside its
+    folder tree; ``[header]`` for attached data (``.nrrd``, ``.mha``, ``LOCAL``)."""
+    nrrd = header.suffix.lower() in (".nrrd", ".nhdr")
+    lines = _header_lines(header)
+    found = (
+        _field(lines, ("data file", "datafile"), ":")
+        if nrrd
+        else _field(lines, ("elementdatafile",), "=")
+    )
+    if found is None or (not nrrd and found[0].upper() == "LOCAL"):
+        return [header]
+    spec, index = found
+    names = _expand(spec, lines, index, header) or [spec]
+    folder = header.resolve().parent
+    files = []
+    for name in names:
+        target = (header.parent / name).resolve()
+        if not target.is_relative_to(folder):
+            raise MRSRError(
+                f"{header}: its data file {shown(name)} lies outside the header's folder; "
+                "detached data must sit beside the header (or below it)"
+            )
+        if not target.is_file():
+            raise MRSRError(f"{header}: its data file {shown(name)} does not exist")
+        files.append(target)
+    return files
+
+
+def _compressed(lines: list[str], nrrd: bool) -> bool | None:
+    """True/False for gzip/raw data, None for encodings whose size says nothing (bzip2, text)."""
+    if nrrd:
+        value = (_field(lines, ("encoding",), ":") or ("raw", 0))[0].lower()
+        return {"raw": False, "gzip": True, "gz": True}.get(value)
+    value = (_field(lines, ("compresseddata",), "=") or ("false", 0))[0].lower()
+    return value == "true"
+
+
+def _probe_sitk_file(path: Path) -> VolumeInfo:
+    files = data_files(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise MRSRError(f"{path}: cannot be read as a volume ({shown(reason)})") from exc
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
+    return _sitk_info(reader, path, files, _compressed(_header_lines(path), nrrd))
+
+
+def _sitk_dtype(pixel_id: int) -> np.dtype:
+    return np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], pixel_id)).dtype)
+
+
+def _sitk_info(
+    reader: sitk.ImageFileReader, path: Path, files: list[Path], compressed: bool | None
+) -> VolumeInfo:
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise MRSRError(f"{path}: complex voxels; save the magnitude image (abs) and give that")
+    dtype = _sitk_dtype(reader.GetPixelID())
+    _check_finite(
+        {
+            "spacing": reader.GetSpacing(),
+            "origin": reader.GetOrigin(),
+            "direction": reader.GetDirection(),
+        },
+        path,
+    )
+    spatial, channels = _spatial(tuple(reader.GetSize()), path)
+    channels *= reader.GetNumberOfComponents()
+    info = VolumeInfo(path, spatial, channels, dtype, files)
+    if compressed is not None:
+        stored = sum(f.stat().st_size for f in files)
+        _check_size(info.nbytes, stored, compressed, path, _describe(spatial, channels, dtype))
+    return info
+
+
+def _dicom_positions(files: list[str], folder: Path) -> None:
+    """Refuse slices that are not evenly spaced along the slice normal."""
+    reader = sitk.ImageFileReader()
+    positions, normal = [], None
+    for name in files:
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        if not (reader.HasMetaDataKey("0020|0032") and reader.HasMetaDataKey("0020|0037")):
+            return  # no patient geometry: nothing to check against
+        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+        if normal is None:
+            normal = np.cross(cosines[:3], cosines[3:])
+        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+        positions.append(float(position @ normal))
+    if len(positions) < 3:
+        return
+    z = np.sort(positions)
+    gaps = np.diff(z)
+    step = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if step <= 0 or abs(gaps[worst] - step) > max(0.01, 0.01 * step):
+        raise MRSRError(
+            f"{folder}: slices are not evenly spaced: {gaps[worst]:.3g} mm between slice "
+            f"positions {z[worst]:.3g} and {z[worst + 1]:.3g} mm where the series steps by "
+            f"{step:.3g} mm (a missing or duplicated slice?)"
+        )
+
+
+def _probe_dicom(folder: Path) -> VolumeInfo:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if len(series) > 1:
+        listed = ", ".join(shown(s) for s in series[:4]) + (" ..." if len(series) > 4 else "")
+        raise MRSRError(
+            f"{folder}: holds {len(series)} DICOM series ({listed}); put each series in its own "
+            "folder"
+        )
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    if not files:
+        raise MRSRError(f"{folder}: no readable DICOM series")
+    try:
+        _dicom_positions(files, folder)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()
+    except (RuntimeError, ValueError) as exc:
+        raise MRSRError(f"{folder}: cannot be read as a DICOM series ({shown(str(exc))})") from exc
+    size = list(reader.GetSize())
+    dtype = _sitk_dtype(reader.GetPixelID())
+    shape = (size[0], size[1], len(files))
+    channels = reader.GetNumberOfComponents()
+    return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files])
+
+
+def probe_volume(path: Path, kind: str) -> VolumeInfo:
+    """Header facts of the volume at ``path``; ``kind`` is ``"nifti"``, ``"sitk"`` or
+    ``"dicom"``. Raises :class:`MRSRError` for any header that cannot be trusted."""
+    if kind == "nifti":
+        return _probe_nifti(path)
+    if kind == "dicom":
+        return _probe_dicom(path)
+    return _probe_sitk_file(path)
