@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -18,15 +18,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mrsr import __version__
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, shown
 from mrsr.geometry import GRIDS
 from mrsr.intensity import DEFAULT_NORMALISATION
 from mrsr.io import atomic_path
+from mrsr.memory import check_fits
+from mrsr.options import NETWORK_OPTIONS, OPTIONS, Option
 
 __all__ = ["ModelSpec", "load_checkpoint", "save_checkpoint"]
 
 DEGRADATION_GRID = {"kspace": "kspace", "bicubic": "area"}
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+FLOAT_TYPES = ("F16", "BF16", "F32", "F64")
+MAX_METADATA = 1 << 20  # characters of the JSON description
 
 
 @dataclass
@@ -88,8 +92,77 @@ def _major(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
+def _spec_from_metadata(text: str, p: Path) -> ModelSpec:
+    """The checkpoint's spec, every field checked against its declared type and range before
+    anything is built (a crafted file must not build a 40 GB network)."""
+    from mrsr import networks
+
+    if len(text) > MAX_METADATA:
+        raise MRSRError(f"{p}: mrsr metadata of {len(text)} characters; not an mrsr checkpoint")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise MRSRError(f"{p}: unreadable mrsr metadata ({exc})") from exc
+    where = f"{p}: metadata "
+    if not isinstance(raw, dict):
+        raise MRSRError(f"{where}is not a JSON object")
+    unknown = set(raw) - {f.name for f in fields(ModelSpec)}
+    if unknown or not {"network", "scale"} <= set(raw):
+        raise MRSRError(f"{where}has keys {shown(sorted(raw))}; not an mrsr model description")
+    network = raw["network"]
+    if not isinstance(network, str) or network.lower() not in networks.available():
+        raise MRSRError(f"{where}network {shown(network)} is not one of {networks.available()}")
+    OPTIONS["scale"].check(raw["scale"], f"{where}scale")
+    for key, kind in (("options", dict), ("normalisation", dict), ("info", dict)):
+        if not isinstance(raw.get(key, {}), kind):
+            raise MRSRError(f"{where}{key} must be a JSON object")
+    for key, value in raw.get("options", {}).items():
+        if key not in networks.options(network) or key not in NETWORK_OPTIONS:
+            raise MRSRError(f"{where}options.{shown(key)} is not an option of {network}")
+        NETWORK_OPTIONS[key].check(value, f"{where}options.{key}")
+    if not isinstance(raw.get("version", __version__), str):
+        raise MRSRError(f"{where}version must be a string")
+    norm = raw.get("normalisation", DEFAULT_NORMALISATION)
+    percent = Option(float, 0.0, 100.0)
+    if norm.get("kind") != "percentile" or set(norm) != {"kind", "lower", "upper"}:
+        raise MRSRError(f"{where}normalisation {shown(norm)} is not a percentile window")
+    if percent.check(norm["lower"], f"{where}lower") >= percent.check(norm["upper"], "upper"):
+        raise MRSRError(f"{where}normalisation lower must be below upper")
+    try:
+        return ModelSpec(**raw)
+    except (TypeError, ValueError) as exc:
+        raise MRSRError(f"{where}is invalid ({exc})") from exc
+
+
+def _check_tensors(f, model: torch.nn.Module, p: Path, network: str) -> None:
+    """The file's tensor names, shapes and float types against the network's, read from the
+    safetensors header before any weight is materialised."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or extra:
+        what = f"missing {shown(missing)}" if missing else f"unexpected {shown(extra)}"
+        raise MRSRError(f"{p}: weights do not match network {network!r} ({what})")
+    for key, tensor in stored.items():
+        if tensor.get_dtype() not in FLOAT_TYPES:
+            raise MRSRError(
+                f"{p}: weight {shown(key)} is {tensor.get_dtype()}, not floating point; "
+                "not weights mrsr wrote"
+            )
+        if tuple(tensor.get_shape()) != expected[key]:
+            raise MRSRError(
+                f"{p}: weights do not match network {network!r} ({shown(key)} is "
+                f"{tuple(tensor.get_shape())}, the network's is {expected[key]})"
+            )
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, torch.nn.Module]:
-    """Read a checkpoint: its spec and the network with the weights loaded (eval mode)."""
+    """Read a checkpoint: its spec and the network with the weights loaded (eval mode).
+
+    The spec is validated first, the network built on the ``meta`` device and its size checked
+    against the memory available, and the tensors' names, shapes and types compared with the
+    file's header; only then are the weights read. Non-finite weights are refused.
+    """
     p = Path(path)
     if p.suffix.lower() in PICKLE_SUFFIXES:
         raise MRSRError(
@@ -101,23 +174,27 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, torch.nn.Module
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = (f.metadata() or {}).get("mrsr")
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+            if meta is None:
+                raise MRSRError(
+                    f"{p}: safetensors file without mrsr metadata; not an mrsr checkpoint"
+                )
+            spec = _spec_from_metadata(meta, p)
+            if _major(spec.version) > _major(__version__):
+                raise MRSRError(
+                    f"{p}: written by mrsr {spec.version}, newer than this mrsr {__version__}; "
+                    "upgrade mrsr"
+                )
+            with torch.device("meta"):
+                skeleton = spec.build()
+            n = sum(t.numel() for t in skeleton.state_dict().values())
+            check_fits(8 * n, f"{p}: a network of {n} weights")
+            _check_tensors(f, skeleton, p, spec.network)
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise MRSRError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
-    if meta is None:
-        raise MRSRError(f"{p}: safetensors file without mrsr metadata; not an mrsr checkpoint")
-    try:
-        spec = ModelSpec(**json.loads(meta))
-    except (TypeError, ValueError) as exc:
-        raise MRSRError(f"{p}: unreadable mrsr metadata ({exc})") from exc
-    if _major(spec.version) > _major(__version__):
-        raise MRSRError(
-            f"{p}: written by mrsr {spec.version}, newer than this mrsr {__version__}; upgrade mrsr"
-        )
+    broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise MRSRError(f"{p}: weights {shown(broken)} hold NaN or infinite values")
     model = spec.build()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise MRSRError(f"{p}: weights do not match network {spec.network!r} ({first})") from exc
+    model.load_state_dict({k: v.float() for k, v in state.items()})
     return spec, model.eval()

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrsr import __version__
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, one_line
+from mrsr.options import OPTIONS
 
 EXAMPLES = {
     "degrade": """examples:
@@ -33,32 +34,39 @@ EXAMPLES = {
 }
 
 
-def _check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bool) -> None:
-    """Fail before any work if an output clobbers an input or an existing file."""
-    resolved = {p.resolve() for p in inputs}
-    for out in outputs:
-        if out.resolve() in resolved:
-            raise MRSRError(f"{out}: output path equals the input; choose another name")
-        if out.exists() and not overwrite:
-            raise MRSRError(f"{out}: already exists; pass --overwrite to replace it")
-        if not out.parent.is_dir():
-            raise MRSRError(f"{out.parent}: output folder does not exist")
+def _plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):
+    """The checked output plan of a command (see :mod:`mrsr.outputs`), before any work."""
+    from mrsr.outputs import plan_outputs
+
+    return plan_outputs(jobs, overwrite=overwrite)
+
+
+def _load_checked(path: Path, bytes_per_voxel: float):
+    """Read ``path`` once its header is checked and the job's memory estimate fits."""
+    from mrsr.io import inspect_volume, load_volume, read_bytes
+    from mrsr.memory import check_fits
+
+    info = inspect_volume(path)
+    check_fits(read_bytes(info) + bytes_per_voxel * info.voxels, f"{one_line(path)}")
+    return load_volume(path)
 
 
 def cmd_degrade(args: argparse.Namespace) -> None:
-    from mrsr.io import load_volume, save_volume
+    from mrsr.io import save_volume
     from mrsr.transforms import degrade
 
     outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
-    _check_outputs([args.input], outputs, args.overwrite)
-    volume = load_volume(args.input)
+    _plan([(args.input, out) for out in outputs], args.overwrite)
+    volume = _load_checked(args.input, 40)  # k-space: complex spectra of the volume and crop
     lr, hr = degrade(volume, args.scale, args.method, args.axes)
     save_volume(lr, args.output, dtype=args.dtype, overwrite=args.overwrite)
     if args.hr_out:
         save_volume(hr, args.hr_out, dtype=args.dtype, overwrite=args.overwrite)
     print(
-        f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "
-        f"({args.method}, x{args.scale})",
+        one_line(
+            f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "
+            f"({args.method}, x{args.scale})"
+        ),
         file=sys.stderr,
     )
 
@@ -66,18 +74,19 @@ def cmd_degrade(args: argparse.Namespace) -> None:
 def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file, or every volume of a folder into a folder."""
     from mrsr.io import is_volume_path
+    from mrsr.outputs import plan_folder
 
     if not source.is_dir() or is_volume_path(source):
         return [(source, dest)]
     inputs = sorted(p for p in source.iterdir() if is_volume_path(p))
     if not inputs:
         raise MRSRError(f"{source}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
-    dest.mkdir(exist_ok=True)
-    names = [
-        p.name if p.name.endswith((".nii.gz", ".nii")) else p.name.split(".")[0] + ".nii.gz"
-        for p in inputs
-    ]
-    return [(p, dest / name) for p, name in zip(inputs, names)]
+    jobs = plan_folder(source, dest, inputs)
+    if dest.exists() and not dest.is_dir():
+        raise MRSRError(f"{dest}: is a file; a folder input needs an output folder")
+    if not dest.parent.is_dir():
+        raise MRSRError(f"{dest.parent}: output folder does not exist")
+    return jobs
 
 
 def _rank_share(jobs: list) -> list:
@@ -93,13 +102,14 @@ def _device(device: str) -> str:
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
-    from mrsr.io import remove_stale_temporaries
+    from mrsr.outputs import OutputBusy, plan_outputs
     from mrsr.pipeline import load_model
 
     jobs = _volume_jobs(args.input, args.output)
     single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
-    if single:
-        _check_outputs([args.input], [args.output], args.overwrite)
+    if not single:
+        args.output.mkdir(exist_ok=True)
+    plan = plan_outputs(_rank_share(jobs), overwrite=args.overwrite, skip_finished=not single)
     pipe = load_model(
         args.model,
         args.scale,
@@ -113,22 +123,27 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     )
     if not pipe.trained:
         print(f"mrsr: warning: network {pipe.spec.network!r} is untrained", file=sys.stderr)
-    todo = [(i, o) for i, o in _rank_share(jobs) if args.overwrite or not o.exists()]
-    if not single and len(todo) < len(_rank_share(jobs)):
-        print(f"skipping {len(_rank_share(jobs)) - len(todo)} finished outputs", file=sys.stderr)
-    failed = 0
-    for src, dst in todo:
-        remove_stale_temporaries(dst)
+    if plan.finished:
+        print(f"skipping {len(plan.finished)} finished outputs", file=sys.stderr)
+    failures, busy = [], []
+    for src, dst in plan.jobs:
         try:
             pipe.save(src, dst, dtype=args.dtype, overwrite=args.overwrite)
-            print(f"{src} -> {dst}", file=sys.stderr)
-        except MRSRError as exc:
+            print(one_line(f"{src} -> {dst}"), file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one bad volume must not stop a cohort run
             if single:
                 raise
-            failed += 1
-            print(f"mrsr: error: {exc}", file=sys.stderr)
-    if failed:
-        raise MRSRError(f"{failed} of {len(todo)} volumes failed; see the messages above")
+            (busy if isinstance(exc, OutputBusy) else failures).append(src)
+            print(f"mrsr: error: {_message(exc)}", file=sys.stderr)
+    if failures or busy:
+        parts = [f"{len(failures)} failed"] * bool(failures)
+        parts += [f"{len(busy)} being written by another run"] * bool(busy)
+        names = ", ".join(one_line(p.name) for p in (failures + busy)[:5])
+        more = " ..." if len(failures + busy) > 5 else ""
+        raise MRSRError(
+            f"{len(failures + busy)} of {len(plan.jobs)} volumes not done ({', '.join(parts)}: "
+            f"{names}{more}); see the messages above"
+        )
 
 
 def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
@@ -148,7 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     out = args.out
     names = {k: out / f"sample_{k}.nii.gz" for k in ("lr", "ref", "sr")}
     out.mkdir(exist_ok=True)
-    _check_outputs([sample_path()], list(names.values()), args.overwrite)
+    _plan([(sample_path(), p) for p in names.values()], args.overwrite)
     lr, ref = degrade(load_volume(sample_path()), args.scale, "kspace")
     try:
         network = load_model(args.model, args.scale, progress=True)
@@ -260,11 +275,11 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_throughplane(args: argparse.Namespace) -> None:
-    from mrsr.io import load_volume, save_volume
+    from mrsr.io import save_volume
     from mrsr.throughplane import super_resolve_through_plane
 
-    _check_outputs([args.input], [args.output], args.overwrite)
-    volume = load_volume(args.input)
+    _plan([(args.input, args.output)], args.overwrite)
+    volume = _load_checked(args.input, 12 * (args.factor or 8))  # output, its two estimates
     try:
         sr = super_resolve_through_plane(
             volume,
@@ -297,10 +312,18 @@ def _add_degrade(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", type=Path, help="NIfTI, NRRD, MHA file or DICOM series folder")
     p.add_argument("output", type=Path, help="low-resolution NIfTI to write")
-    p.add_argument("--scale", type=int, required=True, help="integer factor per reduced axis")
+    p.add_argument(
+        "--scale",
+        type=OPTIONS["scale"].parse,
+        required=True,
+        help="integer factor per reduced axis",
+    )
     p.add_argument("--method", choices=("kspace", "bicubic"), default="kspace")
     p.add_argument(
-        "--axes", type=int, nargs="+", help="spatial axes to reduce (default: in-plane axes)"
+        "--axes",
+        type=OPTIONS["axis"].parse,
+        nargs="+",
+        help="spatial axes to reduce (default: in-plane axes)",
     )
     p.add_argument(
         "--hr-out",
@@ -308,7 +331,10 @@ def _add_degrade(sub: argparse._SubParsersAction) -> None:
         help="also write the reference, cropped so that a xS upscaling of OUTPUT lands on its grid",
     )
     p.add_argument(
-        "--dtype", default="float32", help="output data type, or 'input' (default float32)"
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input' (default float32)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_degrade)
@@ -327,9 +353,23 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="volume file, DICOM series folder, or folder of them")
     p.add_argument("output", type=Path, help="NIfTI file, or folder for a folder input")
     p.add_argument("--model", help="checkpoint (.safetensors), shipped model, or network name")
-    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's, else 2)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument(
+        "--scale",
+        type=OPTIONS["scale"].parse,
+        help="upscaling factor (default: the model's, else 2)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=OPTIONS["batch_size"].parse,
+        default=8,
+        help="slices per batch (default 8)",
+    )
+    p.add_argument(
+        "--device",
+        type=OPTIONS["device"].parse,
+        default="cpu",
+        help="cpu (default), cuda, cuda:1, ...",
+    )
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
     p.add_argument("--tta", action="store_true", help="average over flips/rotations")
     p.add_argument(
@@ -337,14 +377,19 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data-consistency",
-        type=float,
+        type=OPTIONS["data_consistency"].parse,
         nargs="?",
         const=1.0,
         default=0.0,
         metavar="WEIGHT",
         help="restore the measured k-space block in the output (weight 0-1, default 1)",
     )
-    p.add_argument("--dtype", default="float32", help="output data type, or 'input'")
+    p.add_argument(
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input'",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_upscale)
 
@@ -360,7 +405,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("mrsr-demo"), help="folder (default mrsr-demo)")
-    p.add_argument("--scale", type=int, default=2, help="scale (default 2)")
+    p.add_argument("--scale", type=OPTIONS["scale"].parse, default=2, help="scale (default 2)")
     p.add_argument("--model", help="checkpoint or network name (default: the shipped model)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier demo outputs")
     p.set_defaults(func=cmd_demo)
@@ -388,7 +433,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shave",
-        type=int,
+        type=OPTIONS["shave"].parse,
         help="in-plane border voxels left out (default 0; scale with --baselines)",
     )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -401,7 +446,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="with --baselines: checkpoint, shipped model or network name")
     p.add_argument(
-        "--scale", type=int, help="with --baselines: scale (default: the model's, else 2)"
+        "--scale",
+        type=OPTIONS["scale"].parse,
+        help="with --baselines: scale (default: the model's, else 2)",
     )
     p.add_argument("--method", choices=("kspace", "bicubic"), help="with --baselines: degradation")
     p.set_defaults(func=cmd_evaluate)
@@ -450,14 +497,21 @@ def _add_throughplane(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=Path, help="NIfTI to write")
     p.add_argument(
         "--factor",
-        type=int,
+        type=OPTIONS["factor"].parse,
         help="fine voxels per slab (default: slice / in-plane spacing, within 5 %% of an integer)",
     )
     p.add_argument(
-        "--time-budget", type=float, default=180.0, help="training seconds (default 180)"
+        "--time-budget",
+        type=OPTIONS["time_budget"].parse,
+        default=180.0,
+        help="training seconds (default 180)",
     )
-    p.add_argument("--steps", type=int, help="stop training after N steps (default: budget only)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--steps",
+        type=OPTIONS["steps"].parse,
+        help="stop training after N steps (default: budget only)",
+    )
+    p.add_argument("--seed", type=OPTIONS["seed"].parse, default=0, help="random seed (default 0)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
     p.add_argument(
         "--no-consistency",
@@ -465,14 +519,24 @@ def _add_throughplane(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the final correction that makes each slab's mean equal the input slice",
     )
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", help="output data type, or 'input'")
+    p.add_argument(
+        "--device",
+        type=OPTIONS["device"].parse,
+        default="cpu",
+        help="cpu (default), cuda, cuda:1, ...",
+    )
+    p.add_argument(
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input'",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_throughplane)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mrsr", description="Super-resolution of MR volumes, NIfTI in, NIfTI out."
     )
     parser.add_argument("--version", action="version", version=f"mrsr {__version__}")
@@ -488,6 +552,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    """One line for any exception: the user's problem as such, anything else with its type."""
+    if isinstance(exc, MRSRError):
+        return one_line(str(exc))
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a machine with more memory or a smaller volume"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return one_line(f"{where}{exc.strerror}")
+    return one_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (``mrsr: error: ...``, exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"mrsr: error: {one_line(message)} (see mrsr {self._sub} --help)\n")
+
+    @property
+    def _sub(self) -> str:
+        return self.prog.removeprefix("mrsr").strip() or ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 terminal must not crash a table
         if hasattr(stream, "reconfigure"):
@@ -496,17 +583,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except MRSRError as exc:
-        if args.debug:
-            raise
-        print(f"mrsr: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mrsr: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `mrsr evaluate ... | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         return 0
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line, never a traceback
+        if args.debug:
+            raise
+        print(f"mrsr: error: {_message(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,10 +19,19 @@ from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
+from mrsr.memory import check_fits
+from mrsr.options import OPTIONS, check_options
 
-__all__ = ["PRECISIONS", "super_resolve", "sr_affine"]
+__all__ = ["PRECISIONS", "peak_bytes", "super_resolve", "sr_affine"]
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def peak_bytes(voxels: int, channels: int, scale: int) -> int:
+    """Estimated memory :func:`super_resolve` allocates for ``voxels`` input voxels (all
+    ``channels``) beyond the input: the float32 output, one normalised channel and the
+    percentile's sorted copy of it."""
+    return 4 * voxels * scale**2 + 12 * voxels // max(channels, 1)
 
 
 def sr_affine(affine: np.ndarray, axis: int, scale: int, grid: Grid | str) -> np.ndarray:
@@ -116,27 +125,41 @@ def super_resolve(
     k = int(getattr(network, "in_channels", 1))
     if data_consistency and grid != "kspace":
         raise MRSRError("data consistency needs a model of k-space truncation (grid 'kspace')")
-    if precision not in PRECISIONS:
-        raise MRSRError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    check_options(
+        {
+            "batch_size": batch_size,
+            "data_consistency": float(data_consistency),
+            "precision": precision,
+        },
+        OPTIONS,
+        "",
+    )
     # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time. Converted
     # outside inference mode: the parameters must stay usable for training afterwards.
     network = network.to(device, memory_format=torch.channels_last).eval()
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, precision == "bf16")
 
+    data = volume.as_tensor()
+    fine = [scale * n if a != axis else n for a, n in enumerate(data.shape[1:])]
+    name = volume.meta.get("filename_or_obj") or "the volume"
+    check_fits(
+        peak_bytes(data.numel(), data.shape[0], scale),
+        f"{name}: super-resolving to {'x'.join(map(str, fine))}",
+    )
+    result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
     with torch.inference_mode():
-        data = volume.as_tensor().float()
-        outputs = []
+        data = data.float()
         bar = tqdm(
             total=data.shape[0] * data.shape[1 + axis],
             desc="super-resolving",
             unit="slice",
             disable=not progress,
         )
-        for channel in data:
+        for channel, target in zip(data, result):
             lo, hi = intensity_window(channel, normalisation)
             slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
             n, h, w = slices.shape
-            out = torch.empty(n, scale * h, scale * w)
+            out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
             start, size = 0, batch_size
             while start < n:
                 stop = min(start + size, n)
@@ -162,8 +185,15 @@ def super_resolve(
                 out[start:stop] = y[:, 0].cpu()
                 bar.update(stop - start)
                 start = stop
-            outputs.append((out * (hi - lo) + lo).movedim(0, axis))
+            del slices
+            target.mul_(hi - lo).add_(lo)
     bar.close()
-    result = MetaTensor(torch.stack(outputs), meta=dict(volume.meta))
+    bad = int((~torch.isfinite(result)).sum())
+    if bad:
+        raise MRSRError(
+            f"{name}: the network gave {bad} NaN or infinite voxels; its weights are broken "
+            "(a diverged training run?), nothing was written"
+        )
+    result = MetaTensor(result, meta=dict(volume.meta))
     result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))
     return result

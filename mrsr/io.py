@@ -12,9 +12,10 @@ torch.Size([1, 180, 216, 24])
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -239,11 +240,14 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             os.unlink(tmp)
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Delete temporaries that a killed :func:`atomic_path` left beside ``path``."""
+def remove_stale_temporaries(
+    path: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False
+) -> None:
+    """Delete temporaries that a killed :func:`atomic_path` left beside ``path`` (not ``keep``)."""
     target = Path(path)
-    for stale in target.parent.glob(f".{target.name}.*.tmp*"):
-        stale.unlink(missing_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
+        if not keep(stale):
+            stale.unlink(missing_ok=True)
 
 
 def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
@@ -251,7 +255,7 @@ def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
     if np.issubdtype(target, np.integer):
         info = np.iinfo(target)
         return np.clip(np.rint(data), info.min, info.max).astype(target)
-    return data.astype(target)
+    return data.astype(target, copy=False)
 
 
 def save_volume(

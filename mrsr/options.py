@@ -19,6 +19,7 @@ import argparse
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from mrsr.errors import MRSRError, shown
@@ -29,25 +30,27 @@ __all__ = ["NETWORK_OPTIONS", "OPTIONS", "Option", "check_device", "check_option
 OUTPUT_DTYPES = ("input", "uint8", "int8", "int16", "uint16", "int32", "float32", "float64")
 
 
-def check_device(value: str, name: str = "--device") -> str:
-    """A torch device string that this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+def check_device(value: str, name: str = "--device", present: bool = True) -> str:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``); with ``present``, one
+    that this machine has (a config may name a GPU of the machine it will run on)."""
     import torch
 
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
         raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}")
+    if not present:
+        return value
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if not count:
             raise MRSRError(f"{name} {value}: this machine has no usable CUDA GPU; use cpu")
         if device.index is not None and device.index >= count:
             raise MRSRError(f"{name} {value}: only {count} CUDA device(s) (0-{count - 1})")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise MRSRError(f"{name} {value}: MPS is not available on this machine; use cpu")
-    elif device.type != "cpu":
-        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise MRSRError(f"{name} {value}: MPS is not available on this machine; use cpu")
     return value
 
 
@@ -120,7 +123,7 @@ OPTIONS: dict[str, Option] = {
     "scale": Option(int, 2, 16),
     "batch_size": Option(int, 1, 4096),
     "data_consistency": Option(float, 0.0, 1.0),
-    "axis": Option(int, 0, 2),
+    "axis": Option(int, 0, 2, optional=True),
     "precision": Option(str, choices=("fp32", "bf16")),
     "dtype": Option(str, choices=OUTPUT_DTYPES),
     "device": Option(str, custom=check_device),
@@ -145,7 +148,7 @@ OPTIONS: dict[str, Option] = {
     "train.seed": Option(int, 0, 2**32 - 1),
     "train.val_every": POSITIVE_INT,
     "train.log_every": POSITIVE_INT,
-    "train.device": Option(str, custom=check_device),
+    "train.device": Option(str, custom=partial(check_device, present=False)),
     "train.num_workers": Option(int, 0, 64),
     "train.grad_clip": Option(float, 0.0, 1e6, above=True, optional=True),
     "train.ema": Option(float, 0.0, 1.0, above=True, optional=True),

@@ -21,10 +21,13 @@ from monai.data import MetaTensor
 
 from mrsr import metrics, networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis
-from mrsr.inference import super_resolve
-from mrsr.io import checked_volume, load_volume, save_volume
+from mrsr.inference import peak_bytes, super_resolve
+from mrsr.io import checked_volume, inspect_volume, load_volume, read_bytes, save_volume
+from mrsr.memory import check_fits
+from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
+from mrsr.outputs import check_space, claim, plan_outputs
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
 
@@ -92,12 +95,25 @@ class Pipeline:
         progress: bool = False,
         **options: Any,
     ) -> None:
+        check_options(
+            {
+                "scale": scale,
+                "batch_size": batch_size,
+                "device": device,
+                "axis": axis,
+                "precision": precision,
+                "data_consistency": float(data_consistency),
+            },
+            OPTIONS,
+            "",
+        )
         if isinstance(network, torch.nn.Module):
             self.network = network
             self.spec = ModelSpec.create(
                 type(network).__name__.lower(), scale, degradation, options
             )
         else:
+            check_options(options, NETWORK_OPTIONS, "")
             self.spec = ModelSpec.create(network, scale, degradation, options)
             self.network = self.spec.build()
         if getattr(self.network, "grid", self.spec.grid) != self.spec.grid:
@@ -132,7 +148,17 @@ class Pipeline:
         return bool(self.spec.info.get("trained")) or not has_weights
 
     def __call__(self, x: Any, affine: np.ndarray | None = None) -> MetaTensor:
-        """The super-resolved volume (float32 MetaTensor with the fine grid's affine)."""
+        """The super-resolved volume (float32 MetaTensor with the fine grid's affine).
+
+        A path's header is checked first, and the whole job (reading and super-resolving) must
+        fit in the memory available.
+        """
+        if isinstance(x, (str, os.PathLike)):
+            info = inspect_volume(x)
+            check_fits(
+                read_bytes(info) + peak_bytes(info.voxels, info.channels, self.scale),
+                f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
+            )
         return super_resolve(
             as_volume(x, affine),
             self.network,
@@ -198,8 +224,21 @@ class Pipeline:
         dtype: str = "float32",
         overwrite: bool = False,
     ) -> Path:
-        """Super-resolve ``x`` and write the result as NIfTI (atomically)."""
-        return save_volume(self(x, affine), path, dtype=dtype, overwrite=overwrite)
+        """Super-resolve ``x`` and write the result as NIfTI (atomically).
+
+        The output is planned first (:func:`mrsr.outputs.plan_outputs`: not an input, not a
+        folder, writable, existing only with ``overwrite``) and locked while it is written; its
+        size must fit in the folder's free space.
+        """
+        OPTIONS["dtype"].check(dtype, "dtype")
+        path = Path(path)
+        source = Path(x) if isinstance(x, (str, os.PathLike)) else None
+        plan = plan_outputs([(source, path)], overwrite=overwrite)
+        with claim(path, plan):
+            if source is not None:
+                info = inspect_volume(source)
+                check_space(path, info.voxels * self.scale**2 * 4)
+            return save_volume(self(x, affine), path, dtype=dtype, overwrite=overwrite)
 
 
 def score(pred: MetaTensor, ref: MetaTensor, mask: Any = "auto", shave: int = 0) -> dict:
@@ -233,12 +272,15 @@ def load_model(
     network name is built for that degradation. A checkpoint's own scale
     must agree with ``scale`` when both are given; a network name is built at ``scale``.
     """
+    if scale is not None:
+        OPTIONS["scale"].check(scale, "--scale")
     shipped = shipped_weights()
     if model is None:
-        model = default_model_name(scale or 2, degradation)
+        model = default_model_name(2 if scale is None else scale, degradation)
         if model not in shipped:
             raise MRSRError(
-                f"no default model ships for {degradation} x{scale or 2} yet; pass --model "
+                f"no default model ships for {degradation} x{2 if scale is None else scale} yet; "
+                "pass --model "
                 "CHECKPOINT, or a "
                 f"network or baseline name ({', '.join(networks.available())})"
             )
@@ -248,7 +290,7 @@ def load_model(
             raise MRSRError(f"{model}: a x{pipe.scale} model, but --scale {scale} was asked for")
         return pipe
     if model.lower() in networks.available():
-        return Pipeline(model, scale or 2, degradation=degradation, **kwargs)
+        return Pipeline(model, 2 if scale is None else scale, degradation=degradation, **kwargs)
     raise MRSRError(
         f"{model}: not a checkpoint file, shipped model ({', '.join(sorted(shipped)) or 'none'}) "
         f"or network ({', '.join(networks.available())})"

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from mrsr import networks
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, shown
+from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 
 __all__ = ["DEFAULTS", "load_config", "resolve_config"]
 
@@ -44,12 +45,37 @@ DEFAULTS: dict[str, Any] = {
     },
     "output_dir": "runs/mrsr",
 }
-CHOICES = {
-    ("degradation", "method"): ("kspace", "bicubic"),
-    ("train", "precision"): ("fp32", "bf16"),
-    ("train", "loss"): ("l1", "l2"),
-}
 NUMBER = (int, float)
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 100_000  # YAML nodes after alias expansion: a billion laughs has 10**9
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes ``node`` stands for once every alias is expanded, counted without expanding."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a recursive alias counts once instead of looping
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        memo[id(node)] = 1 + sum(_expanded_size(child, memo) for child in children)
+    return memo[id(node)]
+
+
+def safe_yaml(text: str, origin: str) -> Any:
+    """``yaml.safe_load`` of ``text``, refused when it is large or its aliases expand to more
+    than :data:`MAX_NODES` nodes (a "billion laughs" document)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise MRSRError(f"{origin}: {len(text)} characters; a config is at most 1 MB")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise MRSRError(f"{origin}: YAML aliases expand to over {MAX_NODES} values; refused")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MRSRError(f"{origin}: not valid YAML ({shown(str(exc).splitlines()[0])})") from exc
 
 
 def _set(cfg: dict, dotted: str, value: Any, origin: str) -> None:
@@ -57,7 +83,7 @@ def _set(cfg: dict, dotted: str, value: Any, origin: str) -> None:
     node = cfg
     for part in parents:
         if not isinstance(node.get(part), dict):
-            raise MRSRError(f"{origin}: config key {dotted!r} is unknown")
+            raise MRSRError(f"{origin}: config key {shown(dotted)} is unknown")
         node = node[part]
     node[leaf] = value
 
@@ -69,11 +95,11 @@ def _check_types(cfg: Mapping, defaults: Mapping, origin: str, prefix: str = "")
             if prefix == "model.":
                 continue  # network options are checked against the network's constructor
             known = ", ".join(f"{prefix}{k}" for k in defaults)
-            raise MRSRError(f"{origin}: config key {name!r} is unknown (known: {known})")
+            raise MRSRError(f"{origin}: config key {shown(name)} is unknown (known: {known})")
         default = defaults[key]
         if isinstance(default, dict):
             if not isinstance(value, Mapping):
-                raise MRSRError(f"{origin}: config key {name!r} must be a section")
+                raise MRSRError(f"{origin}: config key {shown(name)} must be a section")
             _check_types(value, default, origin, f"{name}.")
         elif value is not None and default is not None:
             expected = NUMBER if isinstance(default, float) else type(default)
@@ -81,7 +107,8 @@ def _check_types(cfg: Mapping, defaults: Mapping, origin: str, prefix: str = "")
                 value, expected
             ):
                 raise MRSRError(
-                    f"{origin}: config key {name!r} must be {type(default).__name__}, got {value!r}"
+                    f"{origin}: config key {shown(name)} must be {type(default).__name__}, "
+                    f"got {shown(value)}"
                 )
 
 
@@ -104,14 +131,16 @@ def resolve_config(
         key, sep, text = item.partition("=")
         if not sep:
             raise MRSRError(f"--set {item!r}: expected key=value")
-        _set(cfg, key.strip(), yaml.safe_load(text), f"--set {key.strip()}")
+        where = f"--set {shown(key.strip())}"
+        _set(cfg, key.strip(), safe_yaml(text, where), where)
     _check_types(cfg, DEFAULTS, origin)
-    for (section, key), choices in CHOICES.items():
-        if cfg[section][key] not in choices:
-            raise MRSRError(f"{origin}: {section}.{key} must be one of {choices}")
-    name = str(cfg["model"]["name"])
-    if name.lower() not in networks.available():
-        raise MRSRError(f"{origin}: model.name {name!r} is not one of {networks.available()}")
+    for dotted, option in OPTIONS.items():
+        section, dot, key = dotted.partition(".")
+        if dot and section in cfg:
+            option.check(cfg[section][key], f"{origin}: {dotted}")
+    name = cfg["model"]["name"]
+    if not isinstance(name, str) or name.lower() not in networks.available():
+        raise MRSRError(f"{origin}: model.name {shown(name)} is not one of {networks.available()}")
     for key in cfg["model"]:
         if key == "scale" and cfg["model"][key] != cfg["degradation"]["scale"]:
             raise MRSRError(
@@ -119,12 +148,20 @@ def resolve_config(
                 f"{cfg['degradation']['scale']}; set the scale once, in degradation.scale"
             )
         if key not in ("name", "scale") and key not in networks.options(name):
-            raise MRSRError(f"{origin}: config key 'model.{key}' is not an option of {name}")
+            raise MRSRError(
+                f"{origin}: config key {shown(f'model.{key}')} is not an option of {name}"
+            )
     cfg["model"].pop("scale", None)
-    if cfg["degradation"]["scale"] < 2:
-        raise MRSRError(f"{origin}: degradation.scale must be an integer >= 2")
+    check_options(
+        {k: v for k, v in cfg["model"].items() if k != "name"}, NETWORK_OPTIONS, f"{origin}: model."
+    )
     if cfg["data"]["train"] is None:
         raise MRSRError(f"{origin}: data.train is missing (a folder, a glob or a list file)")
+    for key in ("train", "val"):
+        value = cfg["data"][key]
+        items = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise MRSRError(f"{origin}: data.{key} must be a path or a list of paths")
     base = base or Path.cwd()
     for key in ("train", "val"):
         value = cfg["data"][key]
@@ -140,10 +177,13 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     p = Path(path)
     if not p.is_file():
         raise MRSRError(f"{p}: no such config file")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise MRSRError(f"{p}: {p.stat().st_size} bytes; a config is at most 1 MB")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise MRSRError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MRSRError(f"{p}: not UTF-8 text ({exc.reason})") from exc
+    raw = safe_yaml(text, str(p)) or {}
     if not isinstance(raw, Mapping):
         raise MRSRError(f"{p}: a config is a mapping of sections")
     return resolve_config(raw, overrides, str(p), p.resolve().parent)

@@ -27,6 +27,7 @@ from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
+from mrsr.options import check_device
 from mrsr.pipeline import Pipeline, score
 from mrsr.training.data import PatchPairs, load_slabs, volume_paths
 from mrsr.training.state import load_state, save_state
@@ -140,7 +141,7 @@ def _distributed(device: str) -> tuple[int, int, str]:
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     """Train as ``cfg`` says (see :mod:`mrsr.training.config`); returns the best checkpoint."""
     t = cfg["train"]
-    rank, world, device = _distributed(t["device"])
+    rank, world, device = _distributed(check_device(t["device"], "train.device"))
     out = Path(cfg["output_dir"])
     state_path = out / "state.safetensors"
     if resume and not state_path.is_file():
