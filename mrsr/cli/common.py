@@ -1,0 +1,37 @@
+"""Helpers the volume commands share: the output plan and a checked read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mrsr.errors import MRSRError, one_line
+
+
+def plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):
+    """The checked output plan of a command (see :mod:`mrsr.outputs`), before any work."""
+    from mrsr.outputs import plan_outputs
+
+    return plan_outputs(jobs, overwrite=overwrite)
+
+
+def load_checked(path: Path, bytes_per_voxel: float):
+    """Read ``path`` once its header is checked and the job's memory estimate fits."""
+    from mrsr.io import inspect_volume, load_volume, read_bytes
+    from mrsr.memory import check_fits
+
+    info = inspect_volume(path)
+    check_fits(read_bytes(info) + bytes_per_voxel * info.voxels, f"{one_line(path)}")
+    return load_volume(path)
+
+
+def message(exc: BaseException) -> str:
+    """One line for any exception: the user's problem as such, anything else with its type."""
+    if isinstance(exc, MRSRError):
+        return one_line(str(exc))
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a machine with more memory or a smaller volume"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return one_line(f"{where}{exc.strerror}")
+    return one_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")

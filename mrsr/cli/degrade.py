@@ -1,0 +1,75 @@
+"""``mrsr degrade``: simulate a low-resolution acquisition."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mrsr.cli.common import load_checked, plan
+from mrsr.errors import one_line
+from mrsr.options import OPTIONS
+
+EXAMPLES = """examples:
+  mrsr degrade t1.nii.gz t1_lr.nii.gz --scale 2 --hr-out t1_ref.nii.gz
+  mrsr degrade t2.nii.gz t2_lr.nii.gz --scale 3 --method bicubic
+  mrsr degrade thin.nii.gz thick.nii.gz --scale 4 --axes 2   # 1D, through-plane"""
+
+
+def cmd_degrade(args: argparse.Namespace) -> None:
+    from mrsr.io import save_volume
+    from mrsr.transforms import degrade
+
+    outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
+    plan([(args.input, out) for out in outputs], args.overwrite)
+    volume = load_checked(args.input, 40)  # k-space: complex spectra of the volume and crop
+    lr, hr = degrade(volume, args.scale, args.method, args.axes)
+    save_volume(lr, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    if args.hr_out:
+        save_volume(hr, args.hr_out, dtype=args.dtype, overwrite=args.overwrite)
+    print(
+        one_line(
+            f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "
+            f"({args.method}, x{args.scale})"
+        ),
+        file=sys.stderr,
+    )
+
+
+def add_degrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "degrade",
+        help="simulate a low-resolution acquisition",
+        description="Simulate a low-resolution acquisition of a volume: k-space truncation (the "
+        "MR model) or bicubic downsampling, on the in-plane axes unless --axes says otherwise.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="NIfTI, NRRD, MHA file or DICOM series folder")
+    p.add_argument("output", type=Path, help="low-resolution NIfTI to write")
+    p.add_argument(
+        "--scale",
+        type=OPTIONS["scale"].parse,
+        required=True,
+        help="integer factor per reduced axis",
+    )
+    p.add_argument("--method", choices=("kspace", "bicubic"), default="kspace")
+    p.add_argument(
+        "--axes",
+        type=OPTIONS["axis"].parse,
+        nargs="+",
+        help="spatial axes to reduce (default: in-plane axes)",
+    )
+    p.add_argument(
+        "--hr-out",
+        type=Path,
+        help="also write the reference, cropped so that a xS upscaling of OUTPUT lands on its grid",
+    )
+    p.add_argument(
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input' (default float32)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_degrade)

@@ -1,0 +1,147 @@
+"""``mrsr upscale``: super-resolve a volume or a folder of volumes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mrsr.cli.common import message
+from mrsr.errors import MRSRError, one_line
+from mrsr.options import OPTIONS
+
+EXAMPLES = """examples:
+  mrsr upscale t1_lr.nii.gz t1_sr.nii.gz --model my_model.safetensors
+  mrsr upscale t1_lr.nii.gz t1_zf.nii.gz --model zerofill --scale 2   # a baseline
+  mrsr upscale lr_folder/ sr_folder/ --model my_model.safetensors     # every volume; resumable
+  torchrun --nproc_per_node=4 -m mrsr upscale lr/ sr/ --model m.safetensors --device cuda"""
+
+
+def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every volume of a folder into a folder."""
+    from mrsr.io import is_volume_path
+    from mrsr.outputs import plan_folder
+
+    if not source.is_dir() or is_volume_path(source):
+        return [(source, dest)]
+    inputs = sorted(p for p in source.iterdir() if is_volume_path(p))
+    if not inputs:
+        raise MRSRError(f"{source}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
+    jobs = plan_folder(source, dest, inputs)
+    if dest.exists() and not dest.is_dir():
+        raise MRSRError(f"{dest}: is a file; a folder input needs an output folder")
+    if not dest.parent.is_dir():
+        raise MRSRError(f"{dest.parent}: output folder does not exist")
+    return jobs
+
+
+def _rank_share(jobs: list) -> list:
+    """This process's share of the jobs under torchrun (RANK/WORLD_SIZE), else all of them."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return jobs[rank::world]
+
+
+def _device(device: str) -> str:
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+def cmd_upscale(args: argparse.Namespace) -> None:
+    from mrsr.outputs import OutputBusy, plan_outputs
+    from mrsr.pipeline import load_model
+
+    jobs = _volume_jobs(args.input, args.output)
+    single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
+    if not single:
+        args.output.mkdir(exist_ok=True)
+    plan = plan_outputs(_rank_share(jobs), overwrite=args.overwrite, skip_finished=not single)
+    pipe = load_model(
+        args.model,
+        args.scale,
+        batch_size=args.batch_size,
+        device=_device(args.device),
+        axis=args.axis,
+        tta=args.tta,
+        precision=args.precision,
+        data_consistency=args.data_consistency,
+        progress=True,
+    )
+    if not pipe.trained:
+        print(f"mrsr: warning: network {pipe.spec.network!r} is untrained", file=sys.stderr)
+    if plan.finished:
+        print(f"skipping {len(plan.finished)} finished outputs", file=sys.stderr)
+    failures, busy = [], []
+    for src, dst in plan.jobs:
+        try:
+            pipe.save(src, dst, dtype=args.dtype, overwrite=args.overwrite)
+            print(one_line(f"{src} -> {dst}"), file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one bad volume must not stop a cohort run
+            if single:
+                raise
+            (busy if isinstance(exc, OutputBusy) else failures).append(src)
+            print(f"mrsr: error: {message(exc)}", file=sys.stderr)
+    if failures or busy:
+        parts = [f"{len(failures)} failed"] * bool(failures)
+        parts += [f"{len(busy)} being written by another run"] * bool(busy)
+        names = ", ".join(one_line(p.name) for p in (failures + busy)[:5])
+        more = " ..." if len(failures + busy) > 5 else ""
+        raise MRSRError(
+            f"{len(failures + busy)} of {len(plan.jobs)} volumes not done ({', '.join(parts)}: "
+            f"{names}{more}); see the messages above"
+        )
+
+
+def add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upscale",
+        help="super-resolve a volume or a folder of volumes",
+        description="Super-resolve volumes slice by slice; the output overlays the input exactly "
+        "in world space. A folder in gives a folder out; finished outputs are skipped, so a "
+        "killed run resumes, and under torchrun the files are shared among the ranks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="volume file, DICOM series folder, or folder of them")
+    p.add_argument("output", type=Path, help="NIfTI file, or folder for a folder input")
+    p.add_argument("--model", help="checkpoint (.safetensors), shipped model, or network name")
+    p.add_argument(
+        "--scale",
+        type=OPTIONS["scale"].parse,
+        help="upscaling factor (default: the model's, else 2)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=OPTIONS["batch_size"].parse,
+        default=8,
+        help="slices per batch (default 8)",
+    )
+    p.add_argument(
+        "--device",
+        type=OPTIONS["device"].parse,
+        default="cpu",
+        help="cpu (default), cuda, cuda:1, ...",
+    )
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
+    p.add_argument("--tta", action="store_true", help="average over flips/rotations")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: faster, approximate"
+    )
+    p.add_argument(
+        "--data-consistency",
+        type=OPTIONS["data_consistency"].parse,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="WEIGHT",
+        help="restore the measured k-space block in the output (weight 0-1, default 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input'",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_upscale)
