@@ -240,6 +240,10 @@ def _sitk_info(
         },
         path,
     )
+    if min(reader.GetSpacing()) <= 0:
+        raise MRSRError(
+            f"{path}: the header's spacing {reader.GetSpacing()} is not positive; fix the geometry"
+        )
     spatial, channels = _spatial(tuple(reader.GetSize()), path)
     channels *= reader.GetNumberOfComponents()
     info = VolumeInfo(path, spatial, channels, dtype, files)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 
@@ -81,3 +84,36 @@ def subvoxel_shift(a: np.ndarray, b: np.ndarray, axes=(0, 1), margin: int = 4) -
         residual = (nd_shift(b, -t, order=3, mode="nearest") - a)[inner].ravel()
         t[list(axes)] -= np.linalg.lstsq(grads, residual, rcond=None)[0]
     return t[list(axes)]
+
+
+def sitk_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    zooms = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(data.transpose(2, 1, 0))
+    image.SetSpacing(zooms.tolist())
+    image.SetDirection((lps[:3, :3] / zooms).ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    return image
+
+
+def write_dicom_series(
+    image: sitk.Image, folder, series: str = "1.2.826.0.1.3680043.2.1125.2", skip=()
+) -> None:
+    """One DICOM file per slice of ``image`` in ``folder`` (created unless it exists), with the
+    patient geometry tags; ``skip`` leaves slices out (a series with a gap)."""
+    os.makedirs(folder, exist_ok=True)
+    d = image.GetDirection()
+    orientation = "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in (k for k in range(image.GetDepth()) if k not in skip):
+        s = image[:, :, k]
+        s.SetMetaData("0008|0060", "MR")
+        s.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.1")
+        s.SetMetaData("0020|000e", series)
+        s.SetMetaData("0020|0037", orientation)
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        s.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in position))
+        s.SetMetaData("0020|0013", str(k + 1))
+        writer.SetFileName(str(folder / f"{series[-6:]}-{k:03d}.dcm"))
+        writer.Execute(s)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_affine, meta_volume, phantom
+from conftest import make_affine, meta_volume, phantom, sitk_image, write_dicom_series
 
 from mrsr.errors import MRSRError
 from mrsr.io import atomic_path, load_volume, sample_path, save_volume
@@ -53,43 +53,14 @@ def test_scaled_integers_are_read_scaled_and_written_back_as_input(tmp_path):
     np.testing.assert_array_equal(back.get_fdata().ravel()[1:], raw.ravel()[1:])  # rounded
 
 
-def _sitk_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
-    zooms = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(data.transpose(2, 1, 0))
-    image.SetSpacing(zooms.tolist())
-    image.SetDirection((lps[:3, :3] / zooms).ravel().tolist())
-    image.SetOrigin(lps[:3, 3].tolist())
-    return image
-
-
-def _write_dicom_series(image: sitk.Image, folder) -> None:
-    os.makedirs(folder)
-    d = image.GetDirection()
-    orientation = "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        s = image[:, :, k]
-        s.SetMetaData("0008|0060", "MR")
-        s.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.1")
-        s.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.2")
-        s.SetMetaData("0020|0037", orientation)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        s.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in position))
-        s.SetMetaData("0020|0013", str(k + 1))
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
-
-
 def test_dicom_series_and_nrrd_match_nifti_geometry(tmp_path, write_nifti):
     data = np.round(phantom((22, 20, 6))).astype(np.int16)
     affine = make_affine("oblique", (0.8, 0.8, 2.0))
     nifti = load_volume(write_nifti("v.nii.gz", data, affine))
-    image = _sitk_image(data, affine)
+    image = sitk_image(data, affine)
     sitk.WriteImage(image, str(tmp_path / "v.nrrd"))
     sitk.WriteImage(image, str(tmp_path / "v.mha"))
-    _write_dicom_series(image, tmp_path / "dicom")
+    write_dicom_series(image, tmp_path / "dicom")
     for path in (tmp_path / "v.nrrd", tmp_path / "v.mha", tmp_path / "dicom"):
         vol = load_volume(path)
         assert vol.shape == nifti.shape, path
