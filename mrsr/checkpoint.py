@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from mrsr import __version__
 from mrsr.errors import MRSRError, shown
@@ -84,7 +84,9 @@ def save_checkpoint(
     """Write ``model``'s weights and ``spec`` to one safetensors file, atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp), metadata={"mrsr": json.dumps(asdict(spec))})
+        # serialised in memory: save_file writes through a temporary of its own (.tmpXXXXXX)
+        # that a kill would leave behind
+        tmp.write_bytes(save(state, metadata={"mrsr": json.dumps(asdict(spec))}))
     return Path(path)
 
 
@@ -101,7 +103,7 @@ def _spec_from_metadata(text: str, p: Path) -> ModelSpec:
         raise MRSRError(f"{p}: mrsr metadata of {len(text)} characters; not an mrsr checkpoint")
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MRSRError(f"{p}: unreadable mrsr metadata ({exc})") from exc
     where = f"{p}: metadata "
     if not isinstance(raw, dict):

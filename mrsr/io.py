@@ -154,6 +154,8 @@ def _kind(path: Path) -> str:
         return "dicom"
     if not path.exists():
         raise MRSRError(f"{path}: no such file or folder")
+    if not path.is_file() and not path.is_dir():
+        raise MRSRError(f"{path}: not a regular file (a device or a pipe?); give a volume file")
     raise MRSRError(
         f"{path}: unsupported format; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a "
         "DICOM series folder"
@@ -272,6 +274,8 @@ def save_volume(
     codes, description, units, slice and TR fields are kept when ``volume`` carries them in its
     meta. ``dtype="input"`` writes the source file's data type, rounded and clipped.
     """
+    if not Path(path).name.lower().endswith(NIFTI_SUFFIXES):
+        raise MRSRError(f"{path}: outputs are NIfTI; name it .nii.gz or .nii")
     meta = volume.meta if isinstance(volume, MetaTensor) else {}
     if affine is None:
         if not isinstance(volume, MetaTensor):

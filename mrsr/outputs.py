@@ -43,6 +43,14 @@ __all__ = [
 ]
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX") if folder.is_dir() else 255
+    except (OSError, ValueError):
+        return 255
 
 
 class OutputBusy(MRSRError):
@@ -134,6 +142,12 @@ def plan_outputs(
         named = f"{one_line(out)}"
         if out.is_dir():
             raise MRSRError(f"{named}: is a folder; give an output file name")
+        if out.exists() and not out.is_file():
+            raise MRSRError(f"{named}: is not a regular file (a device or a pipe?); refused")
+        if not out.name.lower().endswith(OUTPUT_SUFFIXES):
+            raise MRSRError(f"{named}: outputs are NIfTI; name it .nii.gz or .nii")
+        if len(os.fsencode(f".{out.name}.12345678.tmp.nii.gz")) > _name_max(resolved.parent):
+            raise MRSRError(f"{named}: the file name is too long for its temporary; shorten it")
         if not resolved.parent.is_dir():
             raise MRSRError(f"{one_line(out.parent)}: output folder does not exist")
         if plan.is_protected(out) or plan.is_protected(_lock_path(out)):

@@ -15,13 +15,20 @@ def plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):
     return plan_outputs(jobs, overwrite=overwrite)
 
 
-def load_checked(path: Path, bytes_per_voxel: float):
-    """Read ``path`` once its header is checked and the job's memory estimate fits."""
+def load_checked(
+    path: Path, bytes_per_voxel: float, outputs: Sequence[Path], output_ratio: float = 1.0
+):
+    """Read ``path`` once its header is checked, the job's memory estimate (``bytes_per_voxel``
+    of the input) fits, and each of ``outputs`` (``output_ratio`` times the input's voxels,
+    float32) fits on its disk."""
     from mrsr.io import inspect_volume, load_volume, read_bytes
     from mrsr.memory import check_fits
+    from mrsr.outputs import check_space
 
     info = inspect_volume(path)
     check_fits(read_bytes(info) + bytes_per_voxel * info.voxels, f"{one_line(path)}")
+    for out in outputs:
+        check_space(out, int(4 * output_ratio * info.voxels))
     return load_volume(path)
 
 

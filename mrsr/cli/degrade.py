@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mrsr.cli.common import load_checked, plan
-from mrsr.errors import one_line
+from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 
 EXAMPLES = """examples:
@@ -20,9 +20,13 @@ def cmd_degrade(args: argparse.Namespace) -> None:
     from mrsr.io import save_volume
     from mrsr.transforms import degrade
 
+    if args.axes and len(set(args.axes)) != len(args.axes):
+        raise MRSRError(f"--axes {' '.join(map(str, args.axes))}: give each axis once")
     outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
     plan([(args.input, out) for out in outputs], args.overwrite)
-    volume = load_checked(args.input, 40)  # k-space: complex spectra of the volume and crop
+    volume = load_checked(
+        args.input, 40, outputs
+    )  # k-space: complex spectra of the volume and crop
     lr, hr = degrade(volume, args.scale, args.method, args.axes)
     save_volume(lr, args.output, dtype=args.dtype, overwrite=args.overwrite)
     if args.hr_out:

@@ -21,7 +21,9 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
     from mrsr.throughplane import super_resolve_through_plane
 
     plan([(args.input, args.output)], args.overwrite)
-    volume = load_checked(args.input, 12 * (args.factor or 8))  # output, its two estimates
+    volume = load_checked(
+        args.input, 12 * (args.factor or 8), [args.output], args.factor or 1
+    )  # output, its two estimates
     try:
         sr = super_resolve_through_plane(
             volume,

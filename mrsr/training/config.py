@@ -74,6 +74,8 @@ def safe_yaml(text: str, origin: str) -> Any:
         if node is not None and _expanded_size(node, {}) > MAX_NODES:
             raise MRSRError(f"{origin}: YAML aliases expand to over {MAX_NODES} values; refused")
         return yaml.safe_load(text)
+    except RecursionError:
+        raise MRSRError(f"{origin}: YAML nested too deeply; refused") from None
     except yaml.YAMLError as exc:
         raise MRSRError(f"{origin}: not valid YAML ({shown(str(exc).splitlines()[0])})") from exc
 

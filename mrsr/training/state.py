@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from mrsr.errors import MRSRError
 from mrsr.io import atomic_path
@@ -52,7 +52,7 @@ def save_state(path: str | os.PathLike, state: dict) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, tensors, "s")
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(skeleton)})
+        tmp.write_bytes(save(tensors, metadata={"state": json.dumps(skeleton)}))
     return Path(path)
 
 
