@@ -138,10 +138,11 @@ class BicubicDownsample(_Downsample):
     def _apply(self, x: torch.Tensor, sizes: list[int], dims: list[int]) -> torch.Tensor:
         if len(dims) > 2:
             raise ValueError("bicubic downsampling acts on one or two axes")
-        if len(dims) == 1:  # a 2D resize that keeps the last axis unchanged
-            x = x.unsqueeze(-1)
-            out = self._apply(x, sizes + [1], dims + [x.ndim - 1])
-            return out.squeeze(-1)
+        if len(dims) == 1:
+            # a 2D resize whose second axis is the line twice, kept at width 2: an axis of
+            # width 1 makes antialiased bicubic return one constant
+            x = x.unsqueeze(-1).expand(*x.shape, 2)
+            return self._apply(x, sizes + [2], dims + [x.ndim - 1])[..., 0]
         rest = [d for d in range(x.ndim) if d not in dims]
         moved = x.permute(*rest, *dims)
         planes = moved.reshape(-1, 1, *moved.shape[-2:])
