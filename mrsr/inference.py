@@ -98,6 +98,7 @@ def super_resolve(
     tta: bool = False,
     precision: str = "fp32",
     data_consistency: float = 0.0,
+    nonnegative: bool | None = None,
     progress: bool = False,
 ) -> MetaTensor:
     """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice.
@@ -111,7 +112,10 @@ def super_resolve(
     ``data_consistency`` (0 to 1, ``"kspace"`` grid only) puts the input's k-space back into the
     block of the output's spectrum that the acquisition measured
     (:func:`mrsr.kspace.data_consistency`); 1 makes the output reproduce the input exactly
-    when degraded again.
+    when degraded again. ``nonnegative`` clamps the output at 0 (``None``: for each channel
+    whose input has no negative voxel, as magnitude MR data; the ringing of a sharp edge
+    against a zero background would otherwise go below 0). The clamp comes after data
+    consistency, which then holds exactly wherever nothing was clamped.
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
@@ -187,6 +191,8 @@ def super_resolve(
                 start = stop
             del slices
             target.mul_(hi - lo).add_(lo)
+            if nonnegative or (nonnegative is None and float(channel.min()) >= 0):
+                target.clamp_(min=0.0)
     bar.close()
     bad = int((~torch.isfinite(result)).sum())
     if bad:

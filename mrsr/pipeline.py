@@ -75,7 +75,7 @@ class Pipeline:
         scale: in-plane upscaling factor.
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
-        batch_size, device, axis, tta, precision, data_consistency, progress: see
+        batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: see
             :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1).
         **options: constructor options of the named network.
     """
@@ -92,6 +92,7 @@ class Pipeline:
         tta: bool = False,
         precision: str = "fp32",
         data_consistency: float = 0.0,
+        nonnegative: bool | None = None,
         progress: bool = False,
         **options: Any,
     ) -> None:
@@ -120,7 +121,7 @@ class Pipeline:
             raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
         self.batch_size, self.device, self.axis = batch_size, device, axis
         self.tta, self.precision, self.progress = tta, precision, progress
-        self.data_consistency = float(data_consistency)
+        self.data_consistency, self.nonnegative = float(data_consistency), nonnegative
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
@@ -171,6 +172,7 @@ class Pipeline:
             tta=self.tta,
             precision=self.precision,
             data_consistency=self.data_consistency,
+            nonnegative=self.nonnegative,
             progress=self.progress,
         )
 

@@ -168,9 +168,10 @@ def test_engine_equals_a_plain_eager_loop_over_single_slices():
     with torch.no_grad():
         eager = [net((vol.as_tensor()[:, None, :, :, z] - lo) / (hi - lo)) for z in range(5)]
     eager = torch.stack([e[0, 0] * (hi - lo) + lo for e in eager], dim=-1)
-    engine = super_resolve(vol, net, 2, batch_size=2).as_tensor()[0]
+    engine = super_resolve(vol, net, 2, batch_size=2, nonnegative=False).as_tensor()[0]
     torch.testing.assert_close(engine, eager, rtol=1e-5, atol=1e-5 * float(eager.abs().max()))
-    bf16 = super_resolve(vol, net, 2, batch_size=2, precision="bf16").as_tensor()[0]
+    bf16 = super_resolve(vol, net, 2, batch_size=2, precision="bf16", nonnegative=False)
+    bf16 = bf16.as_tensor()[0]
     assert float((bf16 - eager).abs().mean() / eager.abs().mean()) < 1e-2
 
 
@@ -188,3 +189,19 @@ def test_upscale_with_data_consistency_reproduces_the_input_when_degraded(tmp_pa
     assert main(["upscale", lr, plain, "--model", ckpt]) == 0
     assert main(["degrade", plain, str(tmp_path / "p2.nii.gz"), "--scale", "2"]) == 0
     assert np.abs(nib.load(str(tmp_path / "p2.nii.gz")).get_fdata() - a).max() > 1e-2 * a.max()
+
+
+def test_output_of_non_negative_input_is_clamped_at_zero_unless_asked():
+    """A sharp disc on a zero background: zero-filled k-space rings below 0 around it."""
+    x = np.zeros((32, 32, 2), np.float32)
+    yy, xx = np.mgrid[:32, :32]
+    x[(yy - 16) ** 2 + (xx - 16) ** 2 < 64] = 100.0
+    lr = KSpaceTruncation(2)(meta_volume(x, np.eye(4)))
+    net = create("zerofill", scale=2)
+    raw = super_resolve(lr, net, 2, nonnegative=False).as_tensor()
+    assert float(raw.min()) < -1.0  # the ringing the clamp removes
+    auto = super_resolve(lr, net, 2).as_tensor()
+    assert float(auto.min()) == 0.0
+    torch.testing.assert_close(auto, raw.clamp(min=0))
+    shifted = meta_volume(lr.as_tensor()[0].numpy() - 50, np.eye(4))  # has negatives: kept
+    assert float(super_resolve(shifted, net, 2).min()) < -50

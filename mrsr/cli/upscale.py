@@ -66,6 +66,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         tta=args.tta,
         precision=args.precision,
         data_consistency=args.data_consistency,
+        nonnegative=args.nonnegative,
         progress=True,
     )
     if not pipe.trained:
@@ -136,6 +137,13 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="WEIGHT",
         help="restore the measured k-space block in the output (weight 0-1, default 1)",
+    )
+    p.add_argument(
+        "--negative",
+        dest="nonnegative",
+        action="store_const",
+        const=False,
+        help="keep negative output values (default: clamped at 0 when the input has none)",
     )
     p.add_argument(
         "--dtype",
