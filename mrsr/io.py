@@ -15,7 +15,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from monai.transforms import LoadImage
 from mrsr.errors import MRSRError
 from mrsr.memory import check_fits
 from mrsr.probe import VolumeInfo, probe_volume
+from mrsr.provenance import check_sidecar, short_description, write_sidecar
 
 __all__ = [
     "atomic_path",
@@ -46,7 +47,16 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # Header fields carried from the input to the output (still valid after in-plane resampling).
-_KEPT_FIELDS = ("descrip", "xyzt_units", "dim_info", "intent_code", "slice_code", "slice_duration")
+_KEPT_FIELDS = (
+    "descrip",
+    "xyzt_units",
+    "dim_info",
+    "intent_code",
+    "slice_code",
+    "slice_duration",
+    "cal_min",
+    "cal_max",
+)
 
 
 def sample_path() -> Path:
@@ -266,16 +276,24 @@ def save_volume(
     affine: np.ndarray | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
+    provenance: Mapping | None = None,
 ) -> Path:
     """Write ``volume`` ``(C, X, Y, Z)`` (or ``(X, Y, Z)``) as NIfTI, atomically.
 
     The affine (``volume.affine`` for a MetaTensor unless given) goes into both sform and qform
     (the qform holds its closest rigid approximation for a sheared affine). The input's q/sform
     codes, description, units, slice and TR fields are kept when ``volume`` carries them in its
-    meta. ``dtype="input"`` writes the source file's data type, rounded and clipped.
+    meta (units stay unknown if the input said so; mm and s are written only for inputs that
+    had none). ``dtype="input"`` writes the source file's data type, rounded and clipped.
+    ``provenance`` (:func:`mrsr.provenance.record`) replaces ``descrip`` by a summary of what
+    was done and is written in full to the JSON sidecar, before the volume.
     """
     if not Path(path).name.lower().endswith(NIFTI_SUFFIXES):
         raise MRSRError(f"{path}: outputs are NIfTI; name it .nii.gz or .nii")
+    if Path(path).exists() and not overwrite:
+        raise MRSRError(f"{path}: already exists; pass --overwrite to replace it")
+    if provenance is not None:
+        check_sidecar(path, overwrite)
     meta = volume.meta if isinstance(volume, MetaTensor) else {}
     if affine is None:
         if not isinstance(volume, MetaTensor):
@@ -292,12 +310,16 @@ def save_volume(
     for field in _KEPT_FIELDS:
         if field in meta:
             header[field] = np.asarray(meta[field])
-    if "xyzt_units" not in meta or not int(np.asarray(meta["xyzt_units"])):
+    if "xyzt_units" not in meta:
         header.set_xyzt_units("mm", "sec")
+    if provenance is not None:
+        header["descrip"] = short_description(provenance).encode("ascii")
     if meta.get("tr"):
         header["pixdim"][4] = meta["tr"]
     image.set_sform(affine, code=int(np.asarray(meta.get("sform_code", 0))) or 1)
     image.set_qform(affine, code=int(np.asarray(meta.get("qform_code", 0))) or 1)
+    if provenance is not None:
+        write_sidecar(path, provenance)
     with atomic_path(path, overwrite=overwrite) as tmp:
         if tmp.name.endswith(".gz"):
             # ISA-L's deflate: six times faster than nibabel's zlib at level 1, as small a file

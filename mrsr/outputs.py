@@ -31,6 +31,7 @@ from pathlib import Path
 from mrsr.errors import MRSRError, one_line
 from mrsr.io import remove_stale_temporaries
 from mrsr.memory import human
+from mrsr.provenance import check_sidecar
 
 __all__ = [
     "OutputBusy",
@@ -167,6 +168,12 @@ def plan_outputs(
                 "would be written here; rename one of the inputs or give other output names"
             )
         seen[resolved] = src
+        sidecar = check_sidecar(out, overwrite or out.exists())  # a finished one is skipped
+        if plan.is_protected(sidecar):
+            raise MRSRError(f"{one_line(sidecar)}: the sidecar would replace an input file")
+        if sidecar.resolve() in seen:
+            raise MRSRError(f"{named}: its sidecar {one_line(sidecar)} is another output")
+        seen[sidecar.resolve()] = src
         if out.exists() and not overwrite:
             if not skip_finished:
                 raise MRSRError(f"{named}: already exists; pass --overwrite to replace it")

@@ -28,6 +28,7 @@ from mrsr.io import checked_volume, inspect_volume, load_volume, read_bytes, sav
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
+from mrsr.provenance import record
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
 
@@ -122,6 +123,7 @@ class Pipeline:
         self.batch_size, self.device, self.axis = batch_size, device, axis
         self.tta, self.precision, self.progress = tta, precision, progress
         self.data_consistency, self.nonnegative = float(data_consistency), nonnegative
+        self.name = network if isinstance(network, str) else type(network).__name__.lower()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
@@ -135,7 +137,7 @@ class Pipeline:
             )
         spec, model = load_checkpoint(path)
         pipe = cls(model, spec.scale, degradation=spec.degradation, **kwargs)
-        pipe.spec = spec
+        pipe.spec, pipe.name = spec, Path(str(name_or_path)).name
         return pipe
 
     @property
@@ -154,14 +156,20 @@ class Pipeline:
         A path's header is checked first, and the whole job (reading and super-resolving) must
         fit in the memory available.
         """
+        return self._run(self._input(x, affine))
+
+    def _input(self, x: Any, affine: np.ndarray | None) -> MetaTensor:
         if isinstance(x, (str, os.PathLike)):
             info = inspect_volume(x)
             check_fits(
                 read_bytes(info) + peak_bytes(info.voxels, info.channels, self.scale),
                 f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
             )
+        return as_volume(x, affine)
+
+    def _run(self, volume: MetaTensor) -> MetaTensor:
         return super_resolve(
-            as_volume(x, affine),
+            volume,
             self.network,
             self.spec.scale,
             self.spec.grid,
@@ -240,7 +248,22 @@ class Pipeline:
             if source is not None:
                 info = inspect_volume(source)
                 check_space(path, info.voxels * self.scale**2 * 4)
-            return save_volume(self(x, affine), path, dtype=dtype, overwrite=overwrite)
+            volume = self._input(x, affine)
+            result = self._run(volume)
+            settings = {
+                "model": self.name,
+                "network": self.spec.network,
+                "scale": self.scale,
+                "degradation": self.spec.degradation,
+                "precision": self.precision,
+                "tta": self.tta,
+                "data_consistency": self.data_consistency,
+                "clamped_at_zero": self.nonnegative,
+            }
+            provenance = record("upscale", volume, result, **settings)
+            return save_volume(
+                result, path, dtype=dtype, overwrite=overwrite, provenance=provenance
+            )
 
 
 def score(pred: MetaTensor, ref: MetaTensor, mask: Any = "auto", shave: int = 0) -> dict:

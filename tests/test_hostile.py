@@ -89,8 +89,9 @@ def test_folder_inputs_differing_after_the_first_dot_all_survive(tmp_path, capsy
         image = sitk_image(phantom((10, 10, 2), seed=session), np.eye(4))
         sitk.WriteImage(image, str(src / f"sub-01.ses-{session}.T1w.nrrd"))
     assert main(["upscale", str(src), str(dst), "--model", "zerofill", "--overwrite"]) == 0
-    names = sorted(os.listdir(dst))
+    names = sorted(n for n in os.listdir(dst) if n.endswith(".nii.gz"))
     assert names == ["sub-01.ses-1.T1w.nii.gz", "sub-01.ses-2.T1w.nii.gz"]
+    assert (dst / "sub-01.ses-1.T1w.json").is_file() and (dst / "sub-01.ses-2.T1w.json").is_file()
     a, b = (nib.load(str(dst / n)).get_fdata() for n in names)
     assert not np.allclose(a, b)
 
@@ -567,10 +568,8 @@ def test_a_second_run_respects_the_first_runs_lock(tmp_path):
         assert "1 of 3 volumes not done" in second.stderr.splitlines()[-1]
         assert "Traceback" not in second.stderr
         assert (dst / ".b.nii.gz.inflight.tmp.nii.gz").read_bytes() == b"half written"
-        assert sorted(p for p in os.listdir(dst) if not p.startswith(".")) == [
-            "a.nii.gz",
-            "c.nii.gz",
-        ]
+        done = sorted(p for p in os.listdir(dst) if not p.startswith("."))
+        assert done == ["a.json", "a.nii.gz", "c.json", "c.nii.gz"]
     finally:
         holder.kill()
         holder.wait()
@@ -578,7 +577,7 @@ def test_a_second_run_respects_the_first_runs_lock(tmp_path):
         cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=120
     )
     assert third.returncode == 0, third.stderr
-    assert sorted(os.listdir(dst)) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    assert sorted(os.listdir(dst)) == [f"{n}.{e}" for n in "abc" for e in ("json", "nii.gz")]
 
 
 def test_a_stale_lock_of_a_dead_run_is_taken_over(tmp_path):
@@ -586,7 +585,7 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(tmp_path):
     (tmp_path / ".o.nii.gz.lock").write_text("999999999 gone-host\n")
     (tmp_path / ".o.nii.gz.x1.tmp.nii.gz").write_bytes(b"left by a kill")
     assert main(["upscale", str(src), str(tmp_path / "o.nii.gz"), "--model", "zerofill"]) == 0
-    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz", "o.nii.gz"]
+    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz", "o.json", "o.nii.gz"]
 
 
 def test_folder_run_processes_every_file_it_can_then_reports(tmp_path, capsys, monkeypatch):
@@ -609,7 +608,7 @@ def test_folder_run_processes_every_file_it_can_then_reports(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "2 of 5 volumes not done (2 failed: b.nii.gz, d.nii.gz)" in err.splitlines()[-1]
-    assert sorted(os.listdir(dst)) == ["a.nii.gz", "c.nii.gz", "e.nii.gz"]
+    assert sorted(os.listdir(dst)) == [f"{n}.{e}" for n in "ace" for e in ("json", "nii.gz")]
     assert snapshot(src) == before
 
 

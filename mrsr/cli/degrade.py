@@ -18,19 +18,23 @@ EXAMPLES = """examples:
 
 def cmd_degrade(args: argparse.Namespace) -> None:
     from mrsr.io import save_volume
+    from mrsr.provenance import record
     from mrsr.transforms import degrade
 
     if args.axes and len(set(args.axes)) != len(args.axes):
         raise MRSRError(f"--axes {' '.join(map(str, args.axes))}: give each axis once")
     outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
     plan([(args.input, out) for out in outputs], args.overwrite)
-    volume = load_checked(
-        args.input, 40, outputs
-    )  # k-space: complex spectra of the volume and crop
+    # 40 bytes per voxel: the complex spectra of the volume and of its crop
+    volume = load_checked(args.input, 40, outputs)
     lr, hr = degrade(volume, args.scale, args.method, args.axes)
-    save_volume(lr, args.output, dtype=args.dtype, overwrite=args.overwrite)
-    if args.hr_out:
-        save_volume(hr, args.hr_out, dtype=args.dtype, overwrite=args.overwrite)
+    settings = {"method": args.method, "scale": args.scale, "axes": args.axes}
+    for result, path, what in ((lr, args.output, "degrade"), (hr, args.hr_out, "reference")):
+        if path is not None:
+            provenance = record(what, volume, result, **settings)
+            save_volume(
+                result, path, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance
+            )
     print(
         one_line(
             f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "

@@ -30,13 +30,18 @@ def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> s
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrsr.io import load_volume, sample_path, save_volume
     from mrsr.pipeline import Pipeline, load_model, score
+    from mrsr.provenance import is_ours, record, sidecar_path
     from mrsr.transforms import degrade
 
     out = args.out
     names = {k: out / f"sample_{k}.nii.gz" for k in ("lr", "ref", "sr")}
     out.mkdir(exist_ok=True)
-    plan([(sample_path(), p) for p in names.values()], args.overwrite)
-    lr, ref = degrade(load_volume(sample_path()), args.scale, "kspace")
+    # the demo replaces its own earlier outputs (their sidecars say so), nothing else
+    own = all(is_ours(sidecar_path(p)) for p in names.values() if p.exists())
+    overwrite = args.overwrite or own
+    plan([(sample_path(), p) for p in names.values()], overwrite)
+    sample = load_volume(sample_path())
+    lr, ref = degrade(sample, args.scale, "kspace")
     try:
         network = load_model(args.model, args.scale, progress=True)
     except MRSRError as exc:
@@ -45,8 +50,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"mrsr: {exc}; running an untrained small CSSFN instead", file=sys.stderr)
         network = Pipeline("cssfn", args.scale, channels=32, n_blocks=2, n_units=2, progress=True)
     sr = network(lr)
+    made = {"lr": "degrade", "ref": "reference", "sr": "upscale"}
     for key, volume in (("lr", lr), ("ref", ref), ("sr", sr)):
-        save_volume(volume, names[key], overwrite=args.overwrite)
+        settings = {"scale": args.scale, "model": network.name if key == "sr" else None}
+        provenance = record(made[key], lr if key == "sr" else sample, volume, **settings)
+        save_volume(volume, names[key], overwrite=overwrite, provenance=provenance)
     label = f"{network.spec.network} (network)" + ("" if network.trained else " UNTRAINED")
     rows = {
         "nearest": Pipeline("nearest", args.scale).evaluate(lr, ref),

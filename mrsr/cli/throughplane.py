@@ -18,12 +18,12 @@ EXAMPLES = """examples:
 
 def cmd_throughplane(args: argparse.Namespace) -> None:
     from mrsr.io import save_volume
+    from mrsr.provenance import record
     from mrsr.throughplane import super_resolve_through_plane
 
     plan([(args.input, args.output)], args.overwrite)
-    volume = load_checked(
-        args.input, 12 * (args.factor or 8), [args.output], args.factor or 1
-    )  # output, its two estimates
+    factor = args.factor or 8  # a guess until the spacing is read; the output, its two estimates
+    volume = load_checked(args.input, 12 * factor, [args.output], factor)
     try:
         sr = super_resolve_through_plane(
             volume,
@@ -38,7 +38,9 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
         )
     except MRSRError as exc:
         raise MRSRError(f"{args.input}: {exc}") from exc
-    save_volume(sr, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    settings = {"time_budget_s": args.time_budget, "steps": args.steps, "seed": args.seed}
+    provenance = record("throughplane", volume, sr, **settings, factor=args.factor)
+    save_volume(sr, args.output, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance)
     print(
         f"{args.input} {tuple(volume.shape[1:])} -> {args.output} {tuple(sr.shape[1:])}",
         file=sys.stderr,

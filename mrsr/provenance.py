@@ -1,0 +1,126 @@
+"""What was done to make a volume: one line in the NIfTI ``descrip`` and a JSON sidecar.
+
+The sidecar sits beside the volume with the same stem (``sub-01_T1w.nii.gz`` ->
+``sub-01_T1w.json``, the BIDS convention) and holds the full record: mrsr's version, the
+operation and every setting, the source file and its own description, the grids before and
+after. It is written (atomically) before the volume, so a finished volume always has one.
+
+>>> short_description({"mrsr_version": "0.4", "operation": "upscale", "model": "m", "scale": 2})
+'mrsr 0.4 upscale m x2'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrsr import __version__
+
+__all__ = [
+    "check_sidecar",
+    "is_ours",
+    "record",
+    "short_description",
+    "sidecar_path",
+    "write_sidecar",
+]
+
+DESCRIP_BYTES = 80  # the NIfTI-1 header's descrip field
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``x.nii.gz`` / ``x.nii`` -> ``x.json`` beside it."""
+    p = Path(path)
+    name = p.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return p.with_name(name[: -len(suffix)] + ".json")
+    return p.with_name(name + ".json")
+
+
+def _grid(volume: Any) -> dict:
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    return {
+        "shape": [int(n) for n in volume.shape[1:]],
+        "voxel_size_mm": [round(float(v), 6) for v in np.linalg.norm(affine[:3, :3], axis=0)],
+    }
+
+
+def record(operation: str, source: Any, result: Any, **settings: Any) -> dict:
+    """The provenance of ``result`` made from the volume ``source`` (MetaTensors) by
+    ``operation`` with ``settings`` (model, scale, precision, ...)."""
+    meta = getattr(source, "meta", {})
+    descrip = meta.get("descrip", b"")
+    descrip = bytes(np.asarray(descrip).tobytes()).rstrip(b"\0").decode("latin-1", "replace")
+    name = meta.get("filename_or_obj")
+    return {
+        "operation": operation,
+        "mrsr_version": __version__,
+        **{k: v for k, v in settings.items() if v is not None},
+        "source": Path(str(name)).name if name else None,
+        "source_description": descrip or None,
+        "input_grid": _grid(source),
+        "output_grid": _grid(result),
+    }
+
+
+def short_description(rec: Mapping) -> str:
+    """The record in at most 80 bytes, for the NIfTI ``descrip`` field."""
+    parts = [f"mrsr {rec.get('mrsr_version', __version__)}", str(rec.get("operation", ""))]
+    if rec.get("model"):
+        parts.append(str(rec["model"]))
+    if rec.get("scale"):
+        parts.append(f"x{rec['scale']}")
+    if rec.get("precision") and rec["precision"] != "fp32":
+        parts.append(str(rec["precision"]))
+    if rec.get("data_consistency"):
+        parts.append(f"dc{rec['data_consistency']:g}")
+    text = " ".join(parts).encode("ascii", "replace")[:DESCRIP_BYTES]
+    return text.decode("ascii")
+
+
+def is_ours(path: Path) -> bool:
+    """Whether ``path`` is a sidecar mrsr wrote (safe to replace when its volume is missing)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(content, dict) and "mrsr_version" in content.get("mrsr", {})
+
+
+def check_sidecar(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The sidecar path of the volume ``path``, refused (:class:`MRSRError`) when it is a
+    folder, or a file mrsr did not write and ``overwrite`` is not given."""
+    from mrsr.errors import MRSRError, one_line
+
+    target = sidecar_path(path)
+    if target.is_dir():
+        raise MRSRError(f"{one_line(target)}: the sidecar's name is a folder; rename it")
+    if target.exists() and not overwrite and not is_ours(target):
+        raise MRSRError(
+            f"{one_line(target)}: exists and is not an mrsr sidecar; pass --overwrite to "
+            "replace it, or choose another output name"
+        )
+    return target
+
+
+def write_sidecar(path: str | os.PathLike, rec: Mapping) -> Path:
+    """Write the sidecar of the volume at ``path`` atomically (BIDS keys plus ``mrsr``)."""
+    from mrsr.io import atomic_path
+
+    target = sidecar_path(path)
+    content = {
+        "Description": short_description(rec),
+        "Sources": [rec["source"]] if rec.get("source") else [],
+        "mrsr": dict(rec),
+    }
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
+    return target
