@@ -13,7 +13,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from tqdm.auto import tqdm
 
 from mrsr import kspace
 from mrsr.errors import MRSRError
@@ -21,10 +20,25 @@ from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
 from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
+from mrsr.progress import bar as progress_bar
 
-__all__ = ["PRECISIONS", "peak_bytes", "super_resolve", "sr_affine"]
+__all__ = ["PRECISIONS", "native_bf16", "peak_bytes", "super_resolve", "sr_affine"]
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def peak_bytes(voxels: int, channels: int, scale: int) -> int:
@@ -153,11 +167,8 @@ def super_resolve(
     result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
     with torch.inference_mode():
         data = data.float()
-        bar = tqdm(
-            total=data.shape[0] * data.shape[1 + axis],
-            desc="super-resolving",
-            unit="slice",
-            disable=not progress,
+        bar = progress_bar(
+            data.shape[0] * data.shape[1 + axis], "super-resolving", "slice", enabled=progress
         )
         for channel, target in zip(data, result):
             lo, hi = intensity_window(channel, normalisation)

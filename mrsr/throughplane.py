@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
-from tqdm.auto import tqdm
 
 from mrsr.errors import MRSRError
 from mrsr.geometry import resampled_affine, slice_axis, spacing
@@ -46,6 +45,7 @@ from mrsr.intensity import intensity_window
 from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
 from mrsr.pipeline import as_volume
+from mrsr.progress import bar as progress_bar
 from mrsr.training.data import FOREGROUND
 from mrsr.transforms import CropToMultiple
 
@@ -251,7 +251,13 @@ def train_network(
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     start = time.monotonic()
-    bar = tqdm(total=100, desc="training", unit="%", disable=not progress)
+    bar = progress_bar(
+        100,
+        "training",
+        "%",
+        enabled=progress,
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+    )
     while steps is None or len(losses) < steps:
         elapsed = time.monotonic() - start
         if elapsed >= time_budget:
@@ -265,6 +271,7 @@ def train_network(
         done = max(elapsed / time_budget, len(losses) / steps if steps else 0.0)
         bar.update(int(100 * min(done, 1.0)) - bar.n)
         bar.set_postfix(step=len(losses), loss=f"{losses[-1]:.4f}", refresh=False)
+    bar.update(100 - bar.n)  # the budget or the steps are used up: training is complete
     bar.close()
     return network.eval(), losses
 

@@ -133,7 +133,7 @@ def test_scale_mismatch_and_untrained_warning(tmp_path, write_nifti, capsys):
     assert "x2 model, but --scale 3" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.nii.gz").exists()
     assert main(["upscale", src, str(tmp_path / "o.nii.gz"), "--model", "msrn"]) == 0
-    assert "untrained" in capsys.readouterr().err
+    assert "UNTRAINED" in capsys.readouterr().err
 
 
 def test_folder_mode_resumes_after_a_kill(tmp_path):

@@ -15,6 +15,7 @@ from mrsr import __version__
 from mrsr.cli import degrade, evaluate, throughplane, train, upscale
 from mrsr.cli.common import message
 from mrsr.errors import one_line
+from mrsr.progress import NORMAL, QUIET, VERBOSE, set_level
 
 __all__ = ["build_parser", "main"]
 
@@ -40,6 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train(sub)
     train.add_models(sub)
     throughplane.add_throughplane(sub)
+    for p in (parser, *sub.choices.values()):  # before or after the command name
+        default = argparse.SUPPRESS if p is not parser else NORMAL
+        loud = p.add_mutually_exclusive_group()
+        loud.add_argument(
+            "-q",
+            "--quiet",
+            dest="level",
+            action="store_const",
+            const=QUIET,
+            default=default,
+            help="errors and warnings only: no progress, no notes",
+        )
+        loud.add_argument(
+            "-v",
+            "--verbose",
+            dest="level",
+            action="store_const",
+            const=VERBOSE,
+            default=default,
+            help="more detail",
+        )
     return parser
 
 
@@ -49,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_level(args.level)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mrsr.cli.common import load_checked, plan
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
+from mrsr.progress import note
 
 EXAMPLES = """examples:
   mrsr degrade t1.nii.gz t1_lr.nii.gz --scale 2 --hr-out t1_ref.nii.gz
@@ -35,12 +35,12 @@ def cmd_degrade(args: argparse.Namespace) -> None:
             save_volume(
                 result, path, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance
             )
-    print(
+    where = f"; reference {tuple(hr.shape[1:])} -> {args.hr_out}" if args.hr_out else ""
+    note(
         one_line(
             f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "
-            f"({args.method}, x{args.scale})"
-        ),
-        file=sys.stderr,
+            f"({args.method}, x{args.scale}){where}"
+        )
     )
 
 

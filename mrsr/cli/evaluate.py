@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrsr.cli.common import plan
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
+from mrsr.progress import note
 
 EXAMPLES = """examples:
   mrsr evaluate --pred t1_sr.nii.gz --ref t1_ref.nii.gz
@@ -81,7 +82,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mrsr.pipeline import default_model_name, load_model
 
     if args.baselines == bool(args.pred):
-        raise MRSRError("give --pred (predictions to score) or --baselines, not both")
+        given = "both" if args.baselines else "neither"
+        raise MRSRError(
+            f"{given} --pred and --baselines given: pass --pred PRED (score predictions against "
+            "--ref) or --baselines (degrade --ref and compare the baselines and a model)"
+        )
     if not args.baselines and (args.model or args.scale or args.method):
         raise MRSRError("--model, --scale and --method go with --baselines")
     if args.baselines:  # the model (--model, else the shipped default if any) goes last
@@ -117,12 +122,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     def announce(cases):
         for case in cases:
             scores = ", ".join(f"{r['method']} {r['psnr']:.2f} dB" for r in case.rows)
-            print(f"{case.name}: {scores}", file=sys.stderr)
+            note(one_line(f"{case.name}: {scores}"))
             yield case
 
     if args.report:
         rows = report.write_report(args.report, announce(cases), against, settings, args.overwrite)
-        print(f"report written to {args.report}", file=sys.stderr)
+        note(one_line(f"report written to {args.report}"))
     else:
         rows = [row for case in announce(cases) for row in case.rows]
     if args.format == "csv":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mrsr.cli.common import load_checked, plan
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
+from mrsr.progress import note
 
 EXAMPLES = """examples:
   mrsr throughplane t2_5mm.nii.gz t2_iso.nii.gz                     # 0.5x0.5x5 mm -> 0.5 mm
@@ -41,10 +41,7 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
     settings = {"time_budget_s": args.time_budget, "steps": args.steps, "seed": args.seed}
     provenance = record("throughplane", volume, sr, **settings, factor=args.factor)
     save_volume(sr, args.output, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance)
-    print(
-        f"{args.input} {tuple(volume.shape[1:])} -> {args.output} {tuple(sr.shape[1:])}",
-        file=sys.stderr,
-    )
+    note(one_line(f"{args.input} {tuple(volume.shape[1:])} -> {args.output} {tuple(sr.shape[1:])}"))
 
 
 def add_throughplane(sub: argparse._SubParsersAction) -> None:

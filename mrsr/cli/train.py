@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from mrsr.errors import one_line
+from mrsr.progress import note
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mrsr.training import load_config, train
 
     path = train(load_config(args.config, args.set or ()), resume=args.resume)
-    print(f"checkpoint: {path}", file=sys.stderr)
+    note(one_line(f"checkpoint: {path}"))
 
 
 def cmd_models(args: argparse.Namespace) -> None:

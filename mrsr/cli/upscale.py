@@ -10,6 +10,7 @@ from pathlib import Path
 from mrsr.cli.common import message
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
+from mrsr.progress import note
 
 EXAMPLES = """examples:
   mrsr upscale t1_lr.nii.gz t1_sr.nii.gz --model my_model.safetensors
@@ -48,6 +49,39 @@ def _device(device: str) -> str:
     return device
 
 
+def _warn(pipe, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
+    """Say loudly what will disappoint: random weights (with the time they will take) and bf16
+    on a CPU that only emulates it."""
+    import time
+
+    import torch
+
+    from mrsr.inference import native_bf16
+    from mrsr.io import inspect_volume
+
+    n_weights = sum(p.numel() for p in pipe.network.parameters())
+    if not pipe.trained and n_weights and jobs:
+        tile = torch.zeros(1, int(getattr(pipe.network, "in_channels", 1)), 32, 32)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            pipe.network.eval()(tile)
+            per_voxel = (time.perf_counter() - start) / tile[0, 0].numel()
+        voxels = sum(inspect_volume(src).voxels for src, _ in jobs)
+        print(
+            f"mrsr: warning: network {pipe.spec.network!r} is UNTRAINED ({n_weights / 1e6:.1f} M "
+            f"random weights): its output is not super-resolution, and it will take about "
+            f"{max(1.0, per_voxel * voxels * (8 if args.tta else 1)):.0f} s; pass a checkpoint "
+            "or a shipped model (mrsr models)",
+            file=sys.stderr,
+        )
+    if args.precision == "bf16" and n_weights and not native_bf16(_device(args.device)):
+        print(
+            f"mrsr: warning: {args.device} has no native bfloat16 (no AVX512-BF16/AMX): bf16 "
+            "is emulated and slower than fp32 here",
+            file=sys.stderr,
+        )
+
+
 def cmd_upscale(args: argparse.Namespace) -> None:
     from mrsr.outputs import OutputBusy, plan_outputs
     from mrsr.pipeline import load_model
@@ -69,15 +103,17 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         nonnegative=args.nonnegative,
         progress=True,
     )
-    if not pipe.trained:
-        print(f"mrsr: warning: network {pipe.spec.network!r} is untrained", file=sys.stderr)
+    _warn(pipe, plan.jobs, args)
     if plan.finished:
-        print(f"skipping {len(plan.finished)} finished outputs", file=sys.stderr)
+        note(f"skipping {len(plan.finished)} finished outputs")
     failures, busy = [], []
-    for src, dst in plan.jobs:
+    for k, (src, dst) in enumerate(plan.jobs, start=1):
+        count = "" if single else f"[{k}/{len(plan.jobs)}] "
         try:
+            if not single:
+                note(one_line(f"{count}{src.name}"))
             pipe.save(src, dst, dtype=args.dtype, overwrite=args.overwrite)
-            print(one_line(f"{src} -> {dst}"), file=sys.stderr)
+            note(one_line(f"{count}{src} -> {dst}"))
         except Exception as exc:  # noqa: BLE001 - one bad volume must not stop a cohort run
             if single:
                 raise
@@ -127,7 +163,10 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
     p.add_argument("--tta", action="store_true", help="average over flips/rotations")
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: faster, approximate"
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: faster on GPUs and CPUs with AVX512-BF16/AMX (warned otherwise), approximate",
     )
     p.add_argument(
         "--data-consistency",

@@ -12,7 +12,6 @@ import contextlib
 import csv
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.errors import MRSRError
@@ -29,6 +27,7 @@ from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
 from mrsr.options import check_device
 from mrsr.pipeline import Pipeline, score
+from mrsr.progress import bar as progress_bar
 from mrsr.training.data import PatchPairs, load_slabs, volume_paths
 from mrsr.training.state import load_state, save_state
 from mrsr.transforms import degrade
@@ -215,12 +214,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         "trained": True,
         "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
     }
-    bar = tqdm(
-        total=t["max_steps"],
-        initial=start,
-        desc="training",
-        disable=rank != 0 or not progress,
-        file=sys.stderr,
+    bar = progress_bar(
+        t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
     )
     model.train()
     began, window = time.time(), []
