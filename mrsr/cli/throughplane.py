@@ -68,7 +68,8 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=OPTIONS["time_budget"].parse,
         default=180.0,
-        help="training seconds (default 180)",
+        help="seconds of training (default 180); reading, interpolating and applying the network "
+        "in two orientations come on top",
     )
     p.add_argument(
         "--steps",
