@@ -130,6 +130,18 @@ def _spec_from_metadata(text: str, p: Path) -> ModelSpec:
         raise MRSRError(f"{where}normalisation {shown(norm)} is not a percentile window")
     if percent.check(norm["lower"], f"{where}lower") >= percent.check(norm["upper"], "upper"):
         raise MRSRError(f"{where}normalisation lower must be below upper")
+    degradation = raw.get("degradation", "kspace")
+    grid = DEGRADATION_GRID.get(degradation) if isinstance(degradation, str) else None
+    if grid is None:
+        raise MRSRError(f"{where}degradation {shown(degradation)} is not kspace or bicubic")
+    for name, value in (
+        ("grid", raw.get("grid", grid)),
+        ("options.grid", raw.get("options", {}).get("grid", grid)),
+    ):
+        if value != grid:
+            raise MRSRError(
+                f"{where}{name} {shown(value)} does not fit {degradation} degradation ({grid})"
+            )
     try:
         return ModelSpec(**raw)
     except (TypeError, ValueError) as exc:

@@ -208,8 +208,8 @@ def super_resolve(
     bad = int((~torch.isfinite(result)).sum())
     if bad:
         raise MRSRError(
-            f"{name}: the network gave {bad} NaN or infinite voxels; its weights are broken "
-            "(a diverged training run?), nothing was written"
+            f"{name}: the network gave {bad} NaN or infinite voxels (broken weights, or input "
+            "values beyond float32 range); nothing was written"
         )
     result = MetaTensor(result, meta=dict(volume.meta))
     result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))

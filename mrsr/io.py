@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -46,6 +48,7 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK/GDCM warnings: errors raise anyway
 # Header fields carried from the input to the output (still valid after in-plane resampling).
 _KEPT_FIELDS = (
     "descrip",
@@ -178,6 +181,21 @@ def _reader_failure(path: Path, exc: Exception) -> MRSRError:
     return MRSRError(f"{path}: cannot be read as a volume ({reason})")
 
 
+@contextlib.contextmanager
+def _quiet_readers() -> Iterator[None]:
+    """Readers' own warnings (nibabel's header fixes, NumPy overflow) off stderr: a problem
+    reaches the user as one MRSRError line, anything else is the reader's business."""
+    logger = logging.getLogger("nibabel")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def inspect_volume(path: str | os.PathLike) -> VolumeInfo:
     """The volume's header facts (:class:`mrsr.probe.VolumeInfo`), checked; no voxel is read.
 
@@ -187,7 +205,8 @@ def inspect_volume(path: str | os.PathLike) -> VolumeInfo:
     p = Path(path)
     kind = _kind(p)
     try:
-        return probe_volume(p, kind)
+        with _quiet_readers():
+            return probe_volume(p, kind)
     except MRSRError:
         raise
     except Exception as exc:  # noqa: BLE001 - any header parser failure is a bad input file
@@ -213,7 +232,8 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
     info = inspect_volume(p)
     check_fits(read_bytes(info), f"{p}: reading {info.shape} x {info.channels}")
     try:
-        volume = _load_nifti(p) if _kind(p) == "nifti" else _load_sitk(p, info.files)
+        with _quiet_readers():
+            volume = _load_nifti(p) if _kind(p) == "nifti" else _load_sitk(p, info.files)
         return checked_volume(volume, p)
     except MRSRError:
         raise

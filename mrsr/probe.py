@@ -20,6 +20,7 @@ import gzip
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,13 +200,52 @@ def data_files(header: Path) -> list[Path]:
     return files
 
 
-def _compressed(lines: list[str], nrrd: bool) -> bool | None:
-    """True/False for gzip/raw data, None for encodings whose size says nothing (bzip2, text)."""
+def _encoding(lines: list[str], nrrd: bool) -> str:
+    """``raw``, ``gzip``, ``hex``, ``text`` or ``other`` (bzip2: its size bounds nothing)."""
     if nrrd:
         value = (_field(lines, ("encoding",), ":") or ("raw", 0))[0].lower()
-        return {"raw": False, "gzip": True, "gz": True}.get(value)
+        names = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "hex": "hex"}
+        return names.get(value, "text" if value in ("ascii", "text", "txt") else "other")
     value = (_field(lines, ("compresseddata",), "=") or ("false", 0))[0].lower()
-    return value == "true"
+    return "gzip" if value == "true" else "raw"
+
+
+def _header_length(path: Path) -> int:
+    """Bytes of an attached header before its data (NRRD: up to the blank line; MetaImage:
+    through the ``ElementDataFile = LOCAL`` line)."""
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_BYTES)
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        ends = [i + len(m) for m in (b"\n\n", b"\r\n\r\n") if (i := head.find(m)) >= 0]
+        return min(ends) if ends else 0
+    match = re.search(rb"(?im)^\s*ElementDataFile\s*=\s*LOCAL[^\n]*\n", head)
+    return match.end() if match else 0
+
+
+def _check_zlib(files: list[Path], offset: int, nbytes: int, path: Path) -> None:
+    """Refuse compressed MetaImage data that does not inflate to exactly ``nbytes`` (ITK
+    would only print a warning and hand back uninitialised memory). Streams: nothing is kept."""
+    inflate, total = zlib.decompressobj(), 0
+    try:
+        for i, name in enumerate(files):
+            with open(name, "rb") as f:
+                f.seek(offset if i == 0 else 0)
+                while chunk := f.read(1 << 20):
+                    total += len(inflate.decompress(chunk, nbytes + 1 - total))
+                    while inflate.unconsumed_tail and total <= nbytes:
+                        total += len(
+                            inflate.decompress(inflate.unconsumed_tail, nbytes + 1 - total)
+                        )
+                    if total > nbytes:
+                        break
+        total += len(inflate.flush())
+    except zlib.error as exc:
+        raise MRSRError(f"{path}: its compressed data is corrupt ({exc})") from exc
+    if total != nbytes or not inflate.eof:
+        raise MRSRError(
+            f"{path}: its compressed data inflates to {human(total)}, not the {human(nbytes)} "
+            "the header claims; the file is truncated or corrupt"
+        )
 
 
 def _probe_sitk_file(path: Path) -> VolumeInfo:
@@ -218,7 +258,7 @@ def _probe_sitk_file(path: Path) -> VolumeInfo:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise MRSRError(f"{path}: cannot be read as a volume ({shown(reason)})") from exc
     nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
-    return _sitk_info(reader, path, files, _compressed(_header_lines(path), nrrd))
+    return _sitk_info(reader, path, files, _encoding(_header_lines(path), nrrd))
 
 
 def _sitk_dtype(pixel_id: int) -> np.dtype:
@@ -226,7 +266,7 @@ def _sitk_dtype(pixel_id: int) -> np.dtype:
 
 
 def _sitk_info(
-    reader: sitk.ImageFileReader, path: Path, files: list[Path], compressed: bool | None
+    reader: sitk.ImageFileReader, path: Path, files: list[Path], encoding: str
 ) -> VolumeInfo:
     pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     if "complex" in pixel:
@@ -247,9 +287,18 @@ def _sitk_info(
     spatial, channels = _spatial(tuple(reader.GetSize()), path)
     channels *= reader.GetNumberOfComponents()
     info = VolumeInfo(path, spatial, channels, dtype, files)
-    if compressed is not None:
-        stored = sum(f.stat().st_size for f in files)
-        _check_size(info.nbytes, stored, compressed, path, _describe(spatial, channels, dtype))
+    stored = sum(f.stat().st_size for f in files)
+    offset = _header_length(path) if files == [path] else 0
+    stored -= offset
+    if encoding == "gzip" and path.suffix.lower() in (".mha", ".mhd"):
+        _check_zlib(files, offset, info.nbytes, path)
+    if encoding == "hex":  # two characters per byte
+        stored //= 2
+    elif encoding == "text":  # a digit and a separator at least per value
+        stored = (stored // 2 + 1) * dtype.itemsize
+    if encoding != "other":
+        what = _describe(spatial, channels, dtype)
+        _check_size(info.nbytes, stored, encoding == "gzip", path, what)
     return info
 
 

@@ -638,3 +638,74 @@ def test_unexpected_failures_end_in_one_line_too(tmp_path, capsys, monkeypatch):
         "unexpected ValueError: bug\\nin two lines",
     )
     assert os.listdir(tmp_path) == ["a.nii.gz"]
+
+
+# ---------------------------------------------------------------- found by a red-team battery
+
+META = "ObjectType = Image\nNDims = 3\nDimSize = 32 32 4\nElementType = MET_SHORT\n"
+
+
+@pytest.mark.parametrize(
+    "name,make,words",
+    [
+        (
+            "hex.nrrd",
+            lambda d: (d / "hex.nrrd").write_bytes(
+                b"NRRD0004\ntype: double\ndimension: 3\nsizes: 1024 1024 256\n"
+                b"endian: little\nencoding: hex\n\n" + b"00" * 100
+            ),
+            "but the data holds only",
+        ),
+        (
+            "c.mhd",
+            lambda d: (
+                (d / "data.raw").write_bytes(bytes(8192)),
+                (d / "c.mhd").write_text(
+                    META
+                    + "CompressedData = True\nCompressedDataSize = 10\nElementDataFile = data.raw\n"
+                ),
+            ),
+            "compressed data is corrupt",
+        ),
+        (
+            "t.mha",
+            lambda d: (d / "t.mha").write_bytes(
+                (META + "ElementDataFile = LOCAL\n").encode() + bytes(8182)
+            ),
+            "data holds only",
+        ),
+        (
+            "dim8.nii",
+            lambda d: (d / "dim8.nii").write_bytes(
+                (lambda raw: raw[:40] + np.array([8] * 8, "<i2").tobytes() + raw[56:])(
+                    nib.Nifti1Image(phantom((8, 8, 2)), np.eye(4)).to_bytes()
+                )
+            ),
+            "cannot be read",
+        ),
+    ],
+)
+def test_readers_lies_and_warnings_end_in_one_line(tmp_path, capsys, name, make, words):
+    make(tmp_path)
+    before = snapshot(tmp_path)
+    refused(
+        capsys, ["upscale", tmp_path / name, tmp_path / "o.nii.gz", "--model", "zerofill"], words
+    )
+    assert snapshot(tmp_path) == before
+
+
+def test_compressed_metaimage_that_is_whole_is_read(tmp_path):
+    data = np.round(phantom((12, 10, 3))).astype(np.int16)
+    sitk.WriteImage(sitk_image(data, np.eye(4)), str(tmp_path / "z.mha"), True)
+    assert "CompressedData = True" in (tmp_path / "z.mha").read_bytes()[:400].decode("latin-1")
+    np.testing.assert_array_equal(load_volume(tmp_path / "z.mha").numpy()[0], data)
+
+
+def test_checkpoint_degradation_must_fit_its_grid(tmp_path):
+    spec = ModelSpec.create("zerofill", 2, "kspace")
+    path = tmp_path / "m.safetensors"
+    save_file(
+        {}, str(path), metadata={"mrsr": json.dumps({**spec.__dict__, "degradation": "bicubic"})}
+    )
+    with pytest.raises(MRSRError, match="does not fit bicubic degradation"):
+        load_checkpoint(path)
