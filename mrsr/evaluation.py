@@ -61,7 +61,8 @@ class Case:
 
     ``mask`` is the boolean foreground the metrics used (``None``: every voxel); ``low_res`` is the
     low-resolution input upsampled by nearest neighbour onto the reference grid, for display (the
-    prediction itself when a method is the ``nearest`` baseline).
+    prediction itself when a method is the ``nearest`` baseline); ``shave`` the in-plane border
+    the metrics left out.
     """
 
     name: str
@@ -70,6 +71,7 @@ class Case:
     mask: np.ndarray | None
     rows: list[dict] = field(default_factory=list)
     low_res: MetaTensor | None = None
+    shave: int = 0
 
 
 def volume_name(path: PathLike) -> str:
@@ -160,6 +162,7 @@ class _Masks:
 
 
 def _score_case(case: Case, shave: int) -> Case:
+    case.shave = shave
     for method, pred in case.predictions.items():
         try:
             values = score(pred, case.reference, mask=case.mask, shave=shave)

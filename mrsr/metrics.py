@@ -28,7 +28,7 @@ import torch
 from scipy.ndimage import binary_fill_holes, gaussian_filter, generate_binary_structure
 from skimage.filters import threshold_otsu
 
-__all__ = ["evaluate", "foreground_mask", "nrmse", "psnr", "slice_scores", "ssim"]
+__all__ = ["data_range", "evaluate", "foreground_mask", "nrmse", "psnr", "slice_scores", "ssim"]
 
 _SIGMA = 1.5
 _RADIUS = 5  # of the 11-tap window: int(3.5 * _SIGMA + 0.5), scipy's default truncation
@@ -83,6 +83,12 @@ def _range(ref: np.ndarray, mask: np.ndarray | None, data_range: float | None) -
     if data_range <= 0:
         raise ValueError("data range is 0 (constant reference over the evaluated voxels)")
     return data_range
+
+
+def data_range(ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1) -> float:
+    """``R``, the data range the metrics use by default: ``max - min`` of the evaluated voxels."""
+    _, r, m = _prepare(ref, ref, mask, shave, axis)
+    return _range(r, m, None)
 
 
 def _mse(p: np.ndarray, r: np.ndarray, m: np.ndarray | None) -> float:

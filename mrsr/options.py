@@ -27,6 +27,8 @@ from mrsr.errors import MRSRError, shown
 __all__ = ["NETWORK_OPTIONS", "OPTIONS", "Option", "check_device", "check_options"]
 
 # Data types a NIfTI output can hold; "input" means the input file's own type.
+# How report figures are oriented (mrsr.orientation).
+CONVENTIONS = ("radiological", "neurological")
 OUTPUT_DTYPES = ("input", "uint8", "int8", "int16", "uint16", "int32", "float32", "float64")
 
 
@@ -132,6 +134,7 @@ OPTIONS: dict[str, Option] = {
     "seed": Option(int, 0, 2**32 - 1),
     "factor": Option(int, 2, 64),
     "shave": Option(int, 0, 4096),
+    "convention": Option(str, choices=CONVENTIONS),
     # training config keys, by their dotted name
     "degradation.method": Option(str, choices=("kspace", "bicubic")),
     "degradation.scale": Option(int, 2, 16),

@@ -7,14 +7,16 @@
   (:func:`mrsr.evaluation.summarize`);
 - ``report.md``: the settings and both tables in Markdown;
 - per volume and chosen slice, ``NAME_sliceK.png``: one column per image (the low-resolution
-  input upsampled by nearest neighbour when known, each method, the reference), the images on
-  the top row with a zoomed inset of the foreground's centre, the absolute error
-  ``|method - reference|`` on a common colour scale below; and ``NAME_sliceK_profile.png``: the
-  intensities along the line across the strongest edge of the reference (marked in cyan on its
-  panel), reference against every method.
+  input upsampled by nearest neighbour when known, each method, the reference); the images on
+  the top row, each titled with its PSNR/SSIM over that slice and over the volume; below them
+  the square around the foreground's centre zoomed (in a row of its own, so that it hides no
+  anatomy), then the absolute error ``|method - reference|`` on a common colour scale; and
+  ``NAME_sliceK_profile.png``: the intensities along the line across the strongest edge of the
+  reference (marked in cyan on its panel), reference against every method.
 
-Images are drawn as stored, first in-plane axis to the right, second upwards
-(``imshow(plane.T, origin="lower")``), grey window = the reference slice's 0.5-99.5 percentiles.
+Slices are reoriented from the affine to the radiological convention (or neurological), with
+R/L, A/P, S/I letters on every edge and the convention in the title (:mod:`mrsr.orientation`);
+pixels keep their physical aspect. Grey window: the reference slice's 0.5-99.5 percentiles.
 Every file is written atomically and an existing file is replaced only with ``overwrite=True``.
 """
 
@@ -30,22 +32,27 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from scipy.ndimage import binary_erosion
 
 from mrsr.errors import MRSRError
 from mrsr.evaluation import METRICS, Case, min_p_value, summarize
 from mrsr.geometry import slice_axis
 from mrsr.io import atomic_path
-from mrsr.metrics import foreground_mask
+from mrsr.metrics import data_range, foreground_mask, psnr, ssim
+from mrsr.options import OPTIONS
+from mrsr.orientation import View
 
 __all__ = [
     "DPI",
     "HEADER_INCHES",
     "PANEL_INCHES",
     "PROFILE_INCHES",
+    "ROWS",
     "choose_slices",
     "format_tables",
     "paired_test_note",
+    "slice_figures",
     "to_csv",
     "to_json",
     "write_figures",
@@ -55,9 +62,16 @@ __all__ = [
 DPI = 150
 PANEL_INCHES = 2.4  # width and height of one image panel
 HEADER_INCHES = 0.6  # room for the figure title
+ROWS = 3  # images, their zoomed squares, errors
 PROFILE_INCHES = (6.4, 3.6)
 TABLES = ("metrics.csv", "summary.csv", "report.md")
 _DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4}
+_CAPTION = {
+    "radiological": "radiological convention: axial and coronal slices with the patient's right "
+    "on the image's left, anterior (axial) or superior up; sagittal with anterior on the left",
+    "neurological": "neurological convention: axial and coronal slices with the patient's right "
+    "on the image's right, anterior (axial) or superior up; sagittal with anterior on the left",
+}
 _HALF_WINDOW = 16  # voxels shown on each side of the edge in line profiles
 
 
@@ -166,11 +180,12 @@ def choose_slices(case: Case) -> list[int]:
 
 Panels = list[tuple[str, np.ndarray]]
 Edge = tuple[int, int, int]
+Box = tuple[int, int, int, int]
 
 
 def _strongest_edge(ref: np.ndarray, mask: np.ndarray) -> Edge:
-    """``(i, j, along)``: the voxel of largest gradient magnitude inside the mask eroded by 3
-    voxels (else the plane less a 4-voxel border), and the in-plane axis the gradient is mostly
+    """``(row, col, along)``: the pixel of largest gradient magnitude inside the mask eroded by
+    3 pixels (else the image less a 4-pixel border), and the image axis the gradient is mostly
     along (the profile runs along it, across the edge)."""
     gi, gj = np.gradient(ref)
     inner = binary_erosion(mask, iterations=3)
@@ -181,86 +196,143 @@ def _strongest_edge(ref: np.ndarray, mask: np.ndarray) -> Edge:
     return int(i), int(j), int(abs(gi[i, j]) < abs(gj[i, j]))
 
 
-def _zoom_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """``(i0, i1, j0, j1)``: a square of a quarter of the smaller side, centred on the mask's
-    centroid (the plane's centre without foreground) and kept inside the plane."""
+def _zoom_box(mask: np.ndarray) -> Box:
+    """``(r0, r1, c0, c1)``: a square of a quarter of the smaller side, centred on the mask's
+    centroid (the image's centre without foreground) and kept inside the image."""
     side = max(min(mask.shape) // 4, 2)
     centre = np.argwhere(mask).mean(axis=0) if mask.any() else np.array(mask.shape) / 2
     lo = [int(np.clip(c - side / 2, 0, n - side)) for c, n in zip(centre, mask.shape)]
     return lo[0], lo[0] + side, lo[1], lo[1] + side
 
 
-def _panels(case: Case, axis: int, k: int) -> Panels:
-    """(title, plane) of every column: LR input, methods, reference, with their volume metrics."""
-    scores = {r["method"]: r for r in case.rows if r["name"] == case.name}
+def _score_line(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None, **kwargs) -> str:
+    """``PSNR x dB, SSIM y`` of two planes, or of two volumes; ``-`` where a metric refuses."""
+    try:
+        return f"{_number(psnr(pred, ref, mask, **kwargs), 2)} dB, SSIM " + _number(
+            ssim(pred, ref, mask, **kwargs), 4
+        )
+    except ValueError:  # e.g. no masked voxel in this slice
+        return "-"
 
-    def title(label: str, method: str | None) -> str:
+
+def _panels(case: Case, axis: int, k: int, view: View) -> Panels:
+    """(title, displayed plane) of every column: LR input, methods, reference, each titled with
+    its metrics over the slice (the volume's data range) and over the volume."""
+    scores = {r["method"]: r for r in case.rows if r["name"] == case.name}
+    ref = _plane(case.reference, axis, k)
+    mask = None if case.mask is None else np.take(case.mask, k, axis=axis)
+    volume_mask = None if case.mask is None else case.mask
+    common = dict(shave=case.shave)
+    try:
+        common["data_range"] = data_range(
+            case.reference.as_tensor()[0], volume_mask, case.shave, axis
+        )
+    except ValueError:
+        pass
+
+    def title(label: str, method: str | None, plane: np.ndarray) -> str:
         if method not in scores:
             return label
         s = scores[method]
-        return f"{label}\nPSNR {_number(s['psnr'], 2)} dB, SSIM {_number(s['ssim'], 4)}"
+        whole = f"{_number(s['psnr'], 2)} dB, SSIM {_number(s['ssim'], 4)}"
+        return f"{label}\nslice: {_score_line(plane, ref, mask, **common)}\nvolume: {whole}"
 
-    panels = []
+    columns = []
     if case.low_res is not None:
         same = [m for m, p in case.predictions.items() if p is case.low_res]
-        panels.append((title("LR input (nearest)", same[0] if same else None), case.low_res))
-    panels += [(title(m, m), p) for m, p in case.predictions.items() if p is not case.low_res]
-    panels.append(("reference", case.reference))
-    return [(t, _plane(v, axis, k)) for t, v in panels]
+        columns.append(("LR input (nearest)", same[0] if same else None, case.low_res))
+    columns += [(m, m, p) for m, p in case.predictions.items() if p is not case.low_res]
+    panels = []
+    for label, method, volume in columns:
+        plane = _plane(volume, axis, k)
+        panels.append((title(label, method, plane), view.show(plane)))
+    return panels + [("reference", view.show(ref))]
 
 
 def _window(centre: int, n: int) -> tuple[int, int]:
-    """First and last index of the line profile around ``centre`` on an axis of ``n`` voxels."""
+    """First and last index of the line profile around ``centre`` on an axis of ``n`` pixels."""
     return max(centre - _HALF_WINDOW, 0), min(centre + _HALF_WINDOW, n - 1)
 
 
-def _comparison(panels: Panels, box: tuple[int, int, int, int], edge: Edge, title: str) -> Figure:
+def _label_edges(ax: object, view: View) -> None:
+    """The anatomical letters at the middle of the image's four edges."""
+    style = dict(transform=ax.transAxes, color="yellow", fontsize=7, fontweight="bold")
+    left, right, top, bottom = view.labels
+    ax.text(0.01, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.99, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.99, top, ha="center", va="top", **style)
+    ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
+
+
+def _comparison(panels: Panels, mask: np.ndarray, view: View, edge: Edge, title: str) -> Figure:
+    """Three rows: the images (the zoomed square outlined), the zoomed squares, the errors."""
     ref = panels[-1][1]
-    grey = dict(cmap="gray", vmin=np.percentile(ref, 0.5), vmax=np.percentile(ref, 99.5))
+    shown = dict(aspect=view.aspect, origin="upper", interpolation="nearest")
+    grey = dict(cmap="gray", vmin=np.percentile(ref, 0.5), vmax=np.percentile(ref, 99.5), **shown)
     errors = [np.abs(p - ref) for _, p in panels[:-1]]
-    heat = dict(cmap="inferno", vmin=0, vmax=max(float(np.percentile(errors, 99.5)), 1e-12))
+    vmax = max(float(np.percentile(errors, 99.5)), 1e-12)
+    heat = dict(cmap="inferno", vmin=0, vmax=vmax, **shown)
+    r0, r1, c0, c1 = _zoom_box(mask)
     n = len(panels)
-    fig = Figure(figsize=(n * PANEL_INCHES, 2 * PANEL_INCHES + HEADER_INCHES), dpi=DPI)
+    fig = Figure(figsize=(n * PANEL_INCHES, ROWS * PANEL_INCHES + HEADER_INCHES), dpi=DPI)
     fig.set_layout_engine("constrained")
-    axes = fig.subplots(2, n, squeeze=False)
+    axes = fig.subplots(ROWS, n, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for col, (name, plane) in enumerate(panels):
-        axes[0, col].imshow(plane.T, origin="lower", **grey)
-        axes[0, col].set_title(name, fontsize=8)
-        inset = axes[0, col].inset_axes((0.6, 0.0, 0.4, 0.4))
-        inset.imshow(plane.T, origin="lower", **grey)
-        inset.set(xlim=box[:2], ylim=box[2:], xticks=[], yticks=[])
-        axes[0, col].indicate_inset_zoom(inset, edgecolor="yellow")
+    for col, (name, image) in enumerate(panels):
+        axes[0, col].imshow(image, **grey)
+        axes[0, col].set_title(name, fontsize=7)
+        _label_edges(axes[0, col], view)
+        outline = Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="yellow")
+        axes[0, col].add_patch(outline)
+        axes[1, col].imshow(image[r0:r1, c0:c1], **grey)
+        axes[1, col].set_title("zoomed (yellow square)", fontsize=7)
     for col, error in enumerate(errors):
-        image = axes[1, col].imshow(error.T, origin="lower", **heat)
-        axes[1, col].set_title("|error|", fontsize=8)
-    i, j, along = edge
-    span = _window((i, j)[along], ref.shape[along])
-    xs, ys = (span, (j, j)) if along == 0 else ((i, i), span)
+        image = axes[2, col].imshow(error, **heat)
+        axes[2, col].set_title("|error|", fontsize=7)
+        _label_edges(axes[2, col], view)
+    r, c, along = edge
+    span = _window((r, c)[along], ref.shape[along])
+    xs, ys = ((c, c), span) if along == 0 else (span, (r, r))
     axes[0, -1].plot(xs, ys, color="cyan", linewidth=1)  # where the line profile runs
-    bar = axes[1, -1].inset_axes((0.1, 0.1, 0.08, 0.8))
+    bar = axes[2, -1].inset_axes((0.1, 0.1, 0.08, 0.8))
     fig.colorbar(image, cax=bar, label="absolute error")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
-def _profile(panels: Panels, edge: Edge, spacing: float, title: str) -> Figure:
-    i, j, along = edge
+def _profile(panels: Panels, edge: Edge, view: View, title: str) -> Figure:
+    r, c, along = edge
     fig = Figure(figsize=PROFILE_INCHES, dpi=DPI)
     fig.set_layout_engine("constrained")
     ax = fig.subplots()
-    centre = (i, j)[along]
+    centre = (r, c)[along]
     lo, hi = _window(centre, panels[0][1].shape[along])
-    x = (np.arange(lo, hi + 1) - centre) * spacing
-    for name, plane in panels:
-        line = plane[lo : hi + 1, j] if along == 0 else plane[i, lo : hi + 1]
+    x = (np.arange(lo, hi + 1) - centre) * view.spacing[along]
+    for name, image in panels:
+        line = image[lo : hi + 1, c] if along == 0 else image[r, lo : hi + 1]
         style = dict(color="black", linewidth=2) if name == "reference" else dict(linewidth=1)
         ax.plot(x, line, label=name.splitlines()[0], **style)
-    ax.set(xlabel="distance from the edge (mm)", ylabel="intensity")
+    towards = view.labels[3] if along == 0 else view.labels[1]
+    ax.set(xlabel=f"distance from the edge (mm), towards {towards}", ylabel="intensity")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+def slice_figures(case: Case, k: int, convention: str = "radiological") -> tuple[Figure, Figure]:
+    """The comparison and line-profile figures of slice ``k`` along the case's slice axis,
+    reoriented to ``convention`` (:class:`mrsr.orientation.View`)."""
+    axis, mask = _axis_and_mask(case)
+    view = View.of(np.asarray(case.reference.affine), axis, convention)
+    panels = _panels(case, axis, k, view)
+    shown_mask = view.show(np.take(mask, k, axis=axis))
+    edge = _strongest_edge(panels[-1][1], shown_mask)
+    count = case.reference.shape[1 + axis]
+    title = f"{case.name}: slice {k} of {count} (voxel axis {axis}), {view.caption()}"
+    comparison = _comparison(panels, shown_mask, view, edge, title)
+    title = f"{case.name}: profile across the strongest edge, slice {k}"
+    return comparison, _profile(panels, edge, view, title)
 
 
 def _save(fig: Figure, path: Path, overwrite: bool) -> Path:
@@ -274,23 +346,16 @@ def write_figures(
     case: Case,
     slices: Sequence[int] | None = None,
     overwrite: bool = False,
+    convention: str = "radiological",
 ) -> list[Path]:
     """Write the comparison and line-profile PNGs of ``case`` for ``slices`` (along its slice
-    axis; default :func:`choose_slices`). Returns the paths."""
-    axis, mask = _axis_and_mask(case)
-    in_plane = [a for a in range(3) if a != axis]
-    spacings = np.linalg.norm(np.asarray(case.reference.affine)[:3, in_plane], axis=0)
+    axis; default :func:`choose_slices`), shown in ``convention``. Returns the paths."""
     paths = []
     for k in choose_slices(case) if slices is None else slices:
-        panels, plane_mask = _panels(case, axis, k), np.take(mask, k, axis=axis)
-        edge = _strongest_edge(panels[-1][1], plane_mask)
+        comparison, profile = slice_figures(case, k, convention)
         stem = Path(directory) / f"{case.name}_slice{k:03d}"
-        title = f"{case.name}: slice {k} (axis {axis})"
-        figure = _comparison(panels, _zoom_box(plane_mask), edge, title)
-        paths.append(_save(figure, stem.with_suffix(".png"), overwrite))
-        title = f"{case.name}: profile across the strongest edge, slice {k}"
-        figure = _profile(panels, edge, float(spacings[edge[2]]), title)
-        paths.append(_save(figure, stem.parent / f"{stem.name}_profile.png", overwrite))
+        paths.append(_save(comparison, stem.with_suffix(".png"), overwrite))
+        paths.append(_save(profile, stem.parent / f"{stem.name}_profile.png", overwrite))
     return paths
 
 
@@ -301,13 +366,16 @@ def write_report(
     settings: Mapping[str, object] | None = None,
     overwrite: bool = False,
     figures: bool = True,
+    convention: str = "radiological",
 ) -> list[dict]:
     """Write the tables (and figures) of ``cases`` into ``directory`` (created); returns the rows.
 
     ``cases`` may be a generator: each case is drawn and released in turn. ``settings`` (e.g.
-    mask, shave, degradation) are listed at the top of ``report.md``. Fails before any work when
-    a table file exists and ``overwrite`` is false.
+    mask, shave, degradation) are listed at the top of ``report.md``, with the figures'
+    orientation ``convention`` (radiological or neurological). Fails before any work when a
+    table file exists and ``overwrite`` is false.
     """
+    OPTIONS["convention"].check(convention, "convention")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     clashes = [name for name in TABLES if (out / name).exists()]
@@ -317,10 +385,11 @@ def write_report(
     for case in cases:
         rows += case.rows
         if figures:
-            pictures += write_figures(out, case, overwrite=overwrite)
+            pictures += write_figures(out, case, overwrite=overwrite, convention=convention)
     if not rows:
         raise MRSRError("nothing to report: no volumes were evaluated")
     lines = ["# mrsr evaluation", ""]
+    settings = {**(settings or {}), "figures": _CAPTION[convention]} if figures else settings
     lines += [f"- {key}: {value}" for key, value in (settings or {}).items()]
     lines += ["", format_tables(rows, against, markdown=True), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pictures]

@@ -15,7 +15,7 @@ from mrsr.errors import MRSRError
 from mrsr.evaluation import baselines, evaluate_pairs, iter_compare, summarize
 from mrsr.metrics import evaluate, foreground_mask
 from mrsr.pipeline import default_model_name
-from mrsr.report import DPI, HEADER_INCHES, PANEL_INCHES, PROFILE_INCHES, write_report
+from mrsr.report import DPI, HEADER_INCHES, PANEL_INCHES, PROFILE_INCHES, ROWS, write_report
 
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # slices along the last axis
 
@@ -187,7 +187,7 @@ def test_report_has_tables_and_paper_ready_figures(tmp_path, write_nifti, capsys
     assert sorted(p.name for p in out.glob("*.png")) == names  # central and most-foreground
     comparison, profile = (matplotlib.image.imread(str(out / name)) for name in names[:2])
     # columns: LR (the nearest baseline), bicubic, zerofill, reference
-    width, height = 4 * PANEL_INCHES * DPI, (2 * PANEL_INCHES + HEADER_INCHES) * DPI
+    width, height = 4 * PANEL_INCHES * DPI, (ROWS * PANEL_INCHES + HEADER_INCHES) * DPI
     assert comparison.shape[:2] == (round(height), round(width))
     assert profile.shape[:2] == (round(PROFILE_INCHES[1] * DPI), round(PROFILE_INCHES[0] * DPI))
     assert comparison[..., :3].std() > 0.05 and profile[..., :3].std() > 0.05

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mrsr.cli.common import plan
 from mrsr.errors import MRSRError, one_line
-from mrsr.options import OPTIONS
+from mrsr.options import CONVENTIONS, OPTIONS
 from mrsr.progress import note
 
 EXAMPLES = """examples:
@@ -126,7 +126,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             yield case
 
     if args.report:
-        rows = report.write_report(args.report, announce(cases), against, settings, args.overwrite)
+        rows = report.write_report(
+            args.report,
+            announce(cases),
+            against,
+            settings,
+            args.overwrite,
+            convention=args.convention,
+        )
         note(one_line(f"report written to {args.report}"))
     else:
         rows = [row for case in announce(cases) for row in case.rows]
@@ -183,6 +190,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--report", type=Path, help="folder for CSV/Markdown tables and PNG figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="radiological",
+        help="orientation of the report's figures: radiological (patient's right on the "
+        "image's left, default) or neurological",
+    )
     p.add_argument(
         "--baselines",
         action="store_true",
