@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from mrsr import metrics
 from mrsr.inference import super_resolve
 from mrsr.intensity import intensity_window
 from mrsr.io import load_volume, save_volume
+from mrsr.machine import describe
 from mrsr.networks import create
 from mrsr.pipeline import Pipeline, shipped_weights
 from mrsr.transforms import degrade
@@ -256,11 +256,7 @@ def main() -> None:
         "quality": lambda: quality(args.heldout),
         "precision": lambda: precision_cost(args.heldout),
     }
-    cpu = platform.processor() or platform.machine()
-    print(
-        f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"python {platform.python_version()}"
-    )
+    print(f"machine: {describe()}")
     for key in args.only or sections:
         print(f"\n### {key}\n")
         print(sections[key]())

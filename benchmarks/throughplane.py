@@ -16,7 +16,6 @@ the reference, SSIM per slice along the slice axis, no shave).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from mrsr import metrics
 from mrsr.geometry import slice_axis
 from mrsr.io import load_volume, sample_path
+from mrsr.machine import describe
 from mrsr.throughplane import (
     interpolate_along,
     simulate_thick_slices,
@@ -66,8 +66,7 @@ def main() -> None:
 
     print(
         f"Thick slices x{args.factor} (slab average) from isotropic volumes; training budget "
-        f"{args.time_budget:g} s per volume; {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads\n"
+        f"{args.time_budget:g} s per volume; machine: {describe()}\n"
     )
     print("| volume | thick -> reference | method | PSNR (dB) | SSIM |\n|---|---|---|---|---|")
     for path in volumes:

@@ -18,6 +18,7 @@ from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
+from mrsr.machine import cpu_flags
 from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
@@ -33,12 +34,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def peak_bytes(voxels: int, channels: int, scale: int) -> int:

@@ -206,3 +206,22 @@ def test_output_of_non_negative_input_is_clamped_at_zero_unless_asked():
     torch.testing.assert_close(auto, raw.clamp(min=0))
     shifted = meta_volume(lr.as_tensor()[0].numpy() - 50, np.eye(4))  # has negatives: kept
     assert float(super_resolve(shifted, net, 2).min()) < -50
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [("fpu sse4_2 avx2 fma", False), ("avx2 avx512f avx512_bf16", True), ("avx2 amx_bf16", True)],
+)
+def test_bf16_is_native_only_with_avx512_bf16_or_amx_and_benchmarks_name_the_flags(
+    flags, native, monkeypatch
+):
+    import mrsr.machine
+    from mrsr.inference import native_bf16
+
+    cpuinfo = f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    monkeypatch.setattr(mrsr.machine, "_cpuinfo", lambda: dict(mrsr.machine.parse(cpuinfo)))
+    assert native_bf16("cpu") is native
+    line = mrsr.machine.describe()
+    assert line.startswith("Test CPU 9000 (") and "torch kernels" in line
+    shown = [f for f in mrsr.machine.SIMD_FLAGS if f in flags.split()]
+    assert " ".join(shown) in line
