@@ -23,7 +23,14 @@ from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
 
-__all__ = ["PRECISIONS", "native_bf16", "peak_bytes", "super_resolve", "sr_affine"]
+__all__ = [
+    "PRECISIONS",
+    "clamp_nonnegative",
+    "native_bf16",
+    "peak_bytes",
+    "super_resolve",
+    "sr_affine",
+]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -35,6 +42,13 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def clamp_nonnegative(out: torch.Tensor, source: torch.Tensor, nonnegative: bool | None) -> None:
+    """Clamp ``out`` at 0 in place when ``nonnegative``, or (``None``) when ``source``, the
+    channel it was made from, has no negative value (magnitude MR)."""
+    if nonnegative or (nonnegative is None and float(source.min()) >= 0):
+        out.clamp_(min=0.0)
 
 
 def peak_bytes(voxels: int, channels: int, scale: int) -> int:
@@ -198,8 +212,7 @@ def super_resolve(
                 start = stop
             del slices
             target.mul_(hi - lo).add_(lo)
-            if nonnegative or (nonnegative is None and float(channel.min()) >= 0):
-                target.clamp_(min=0.0)
+            clamp_nonnegative(target, channel, nonnegative)
     bar.close()
     bad = int((~torch.isfinite(result)).sum())
     if bad:

@@ -135,6 +135,7 @@ OPTIONS: dict[str, Option] = {
     "factor": Option(int, 2, 64),
     "shave": Option(int, 0, 4096),
     "convention": Option(str, choices=CONVENTIONS),
+    "voxel_size": Option(float, 0.0, 100.0, above=True),  # mm, each of 1 or 3 values
     # training config keys, by their dotted name
     "degradation.method": Option(str, choices=("kspace", "bicubic")),
     "degradation.scale": Option(int, 2, 16),

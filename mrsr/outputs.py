@@ -121,16 +121,20 @@ def _check_writable(folder: Path) -> None:
 
 
 def plan_outputs(
-    jobs: Sequence[tuple[Path | None, Path]], overwrite: bool = False, skip_finished: bool = False
+    jobs: Sequence[tuple[Path | None, Path]],
+    overwrite: bool = False,
+    skip_finished: bool = False,
+    references: Sequence[Path] = (),
 ) -> OutputPlan:
-    """Check every output of ``jobs`` (``(input or None, output)`` pairs) before any work.
+    """Check every output of ``jobs`` (``(input or None, output)`` pairs) before any work;
+    ``references`` are further inputs every job reads (``--like``), protected alike.
 
     Raises :class:`MRSRError` for the first problem found; with ``skip_finished`` an existing
     output is left alone and listed in ``finished`` instead (unless ``overwrite``).
     """
     plan = OutputPlan([])
     folders: list[Path] = []
-    sources = {src for src, _ in jobs if src is not None}
+    sources = {src for src, _ in jobs if src is not None} | {Path(r) for r in references}
     for src in sources:
         files, trees = _input_parts(src)
         folders += trees

@@ -9,6 +9,7 @@ torch.Size([1, 360, 432, 24])
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -23,12 +24,15 @@ from mrsr import metrics, networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis
-from mrsr.inference import peak_bytes, super_resolve
+from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
 from mrsr.io import checked_volume, inspect_volume, load_volume, read_bytes, save_volume
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
+from mrsr.progress import note
 from mrsr.provenance import record
+from mrsr.resample import resample, resample_bytes
+from mrsr.target import GridPlan, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
 
@@ -150,13 +154,36 @@ class Pipeline:
         has_weights = any(True for _ in self.network.parameters())
         return bool(self.spec.info.get("trained")) or not has_weights
 
-    def __call__(self, x: Any, affine: np.ndarray | None = None) -> MetaTensor:
+    def __call__(
+        self,
+        x: Any,
+        affine: np.ndarray | None = None,
+        *,
+        voxel_size: float | tuple[float, float, float] | None = None,
+        like: Any = None,
+    ) -> MetaTensor:
         """The super-resolved volume (float32 MetaTensor with the fine grid's affine).
 
-        A path's header is checked first, and the whole job (reading and super-resolving) must
-        fit in the memory available.
+        With ``voxel_size`` (mm: one value, or one per voxel axis) the output covers the input's
+        field of view at that voxel size; with ``like`` (a volume file or MetaTensor) it lies
+        exactly on that volume's grid, whatever its orientation. How each axis gets there is
+        :meth:`plan`'s. A path's header is checked first, and the whole job (reading,
+        super-resolving, resampling) must fit in the memory available.
         """
-        return self._run(self._input(x, affine))
+        volume = self._input(x, affine)
+        plan = self.plan(volume, voxel_size, like)
+        return self._run(volume) if plan is None else self._onto(volume, plan)
+
+    def plan(self, volume: Any, voxel_size: Any = None, like: Any = None) -> GridPlan | None:
+        """How ``volume`` reaches the grid of ``voxel_size`` or ``like`` (``None``: neither
+        given): :func:`mrsr.target.plan_grid` with this pipeline's scale."""
+        volume = as_volume(volume)
+        grid = target_grid(volume, voxel_size, like)
+        if grid is None:
+            return None
+        affine = np.asarray(volume.affine, dtype=np.float64)
+        axis = slice_axis(affine, volume.meta) if self.axis is None else self.axis
+        return plan_grid(volume.shape[1:], affine, axis, *grid, scale=self.scale)
 
     def _input(self, x: Any, affine: np.ndarray | None) -> MetaTensor:
         if isinstance(x, (str, os.PathLike)):
@@ -166,6 +193,24 @@ class Pipeline:
                 f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
             )
         return as_volume(x, affine)
+
+    def _onto(self, volume: MetaTensor, plan: GridPlan) -> MetaTensor:
+        """Super-resolve in-plane when the plan says so, then resample onto its grid; the plan
+        is said first (one line on stderr) when ``progress`` is on."""
+        if self.progress:
+            note(one_line(plan.describe()))
+        fine = list(volume.shape[1:])
+        if plan.scale > 1:
+            fine = [n * (plan.scale if a != plan.axis else 1) for a, n in enumerate(fine)]
+        check_fits(
+            volume.shape[0] * resample_bytes(fine, plan.shape),
+            f"resampling {'x'.join(map(str, fine))} onto {'x'.join(map(str, plan.shape))}",
+        )
+        result = self._run(volume) if plan.scale > 1 else volume
+        result = resample(result, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
+        for out, source in zip(result.as_tensor(), volume.as_tensor()):
+            clamp_nonnegative(out, source, self.nonnegative)
+        return result
 
     def _run(self, volume: MetaTensor) -> MetaTensor:
         return super_resolve(
@@ -233,32 +278,40 @@ class Pipeline:
         affine: np.ndarray | None = None,
         dtype: str = "float32",
         overwrite: bool = False,
+        *,
+        voxel_size: float | tuple[float, float, float] | None = None,
+        like: Any = None,
     ) -> Path:
-        """Super-resolve ``x`` and write the result as NIfTI (atomically).
+        """Super-resolve ``x`` (onto the grid of ``voxel_size`` or ``like``, as
+        :meth:`__call__`) and write the result as NIfTI (atomically).
 
-        The output is planned first (:func:`mrsr.outputs.plan_outputs`: not an input, not a
-        folder, writable, existing only with ``overwrite``) and locked while it is written; its
-        size must fit in the folder's free space.
+        The output is planned first (:func:`mrsr.outputs.plan_outputs`: not an input or the
+        reference, not a folder, writable, existing only with ``overwrite``) and locked while
+        it is written; its size must fit in the folder's free space.
         """
         OPTIONS["dtype"].check(dtype, "dtype")
         path = Path(path)
         source = Path(x) if isinstance(x, (str, os.PathLike)) else None
-        plan = plan_outputs([(source, path)], overwrite=overwrite)
+        reference = [Path(like)] if isinstance(like, (str, os.PathLike)) else []
+        plan = plan_outputs([(source, path)], overwrite=overwrite, references=reference)
         with claim(path, plan):
-            if source is not None:
-                info = inspect_volume(source)
-                check_space(path, info.voxels * self.scale**2 * 4)
+            if source is not None and voxel_size is None and like is None:
+                check_space(path, inspect_volume(source).voxels * self.scale**2 * 4)
             volume = self._input(x, affine)
-            result = self._run(volume)
+            grid = self.plan(volume, voxel_size, like)
+            if grid is not None:  # its size needs the input's affine
+                check_space(path, volume.shape[0] * math.prod(grid.shape) * 4)
+            result = self._run(volume) if grid is None else self._onto(volume, grid)
             settings = {
-                "model": self.name,
-                "network": self.spec.network,
-                "scale": self.scale,
+                "model": self.name if grid is None or grid.scale > 1 else None,
+                "network": self.spec.network if grid is None or grid.scale > 1 else None,
+                "scale": self.scale if grid is None else grid.scale,
                 "degradation": self.spec.degradation,
                 "precision": self.precision,
                 "tta": self.tta,
                 "data_consistency": self.data_consistency,
                 "clamped_at_zero": self.nonnegative,
+                "grid_plan": None if grid is None else grid.describe(),
             }
             provenance = record("upscale", volume, result, **settings)
             return save_volume(

@@ -78,6 +78,10 @@ def short_description(rec: Mapping) -> str:
         parts.append(f"x{rec['scale']}")
     if rec.get("precision") and rec["precision"] != "fp32":
         parts.append(str(rec["precision"]))
+    if rec.get("output_grid") and rec.get("grid_plan"):
+        size = rec["output_grid"].get("voxel_size_mm")
+        if size:
+            parts.append("to " + "x".join(f"{v:.3g}" for v in size) + "mm")
     if rec.get("data_consistency"):
         parts.append(f"dc{rec['data_consistency']:g}")
     text = " ".join(parts).encode("ascii", "replace")[:DESCRIP_BYTES]

@@ -15,6 +15,8 @@ from mrsr.progress import note
 EXAMPLES = """examples:
   mrsr upscale t1_lr.nii.gz t1_sr.nii.gz --model my_model.safetensors
   mrsr upscale t1_lr.nii.gz t1_zf.nii.gz --model zerofill --scale 2   # a baseline
+  mrsr upscale t2_thick.nii.gz t2_1mm.nii.gz --voxel-size 1           # any grid: 1 mm voxels
+  mrsr upscale flair.nii.gz flair_on_t1.nii.gz --like t1.nii.gz       # exactly on t1's grid
   mrsr upscale lr_folder/ sr_folder/ --model my_model.safetensors     # every volume; resumable
   torchrun --nproc_per_node=4 -m mrsr upscale lr/ sr/ --model m.safetensors --device cuda"""
 
@@ -82,6 +84,22 @@ def _warn(pipe, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None
         )
 
 
+def _default_model(src: Path, target: dict, models: dict, options: dict):
+    """The shipped k-space model whose scale is the smallest at or above the in-plane ratio
+    that ``target`` needs from ``src`` (the largest shipped when none is), cached in
+    ``models`` by scale."""
+    from mrsr.io import load_volume
+    from mrsr.pipeline import load_model, shipped_weights
+    from mrsr.target import needed_scale
+
+    wanted = needed_scale(next(iter(models.values())).plan(load_volume(src), **target).in_plane)
+    scales = sorted(int(n.rsplit("x", 1)[1]) for n in shipped_weights() if "-kspace-x" in n)
+    scale = next((s for s in scales if s >= wanted), scales[-1])
+    if scale not in models:
+        models[scale] = load_model(None, scale, **options)
+    return models[scale]
+
+
 def cmd_upscale(args: argparse.Namespace) -> None:
     from mrsr.outputs import OutputBusy, plan_outputs
     from mrsr.pipeline import load_model
@@ -90,10 +108,11 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
     if not single:
         args.output.mkdir(exist_ok=True)
-    plan = plan_outputs(_rank_share(jobs), overwrite=args.overwrite, skip_finished=not single)
-    pipe = load_model(
-        args.model,
-        args.scale,
+    like = [args.like] if args.like else []
+    plan = plan_outputs(
+        _rank_share(jobs), args.overwrite, skip_finished=not single, references=like
+    )
+    options = dict(
         batch_size=args.batch_size,
         device=_device(args.device),
         axis=args.axis,
@@ -103,6 +122,10 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         nonnegative=args.nonnegative,
         progress=True,
     )
+    pipe = load_model(args.model, args.scale, **options)
+    target = dict(voxel_size=args.voxel_size, like=args.like)
+    chosen = args.model is None and args.scale is None and (args.voxel_size or args.like)
+    models = {pipe.scale: pipe}
     _warn(pipe, plan.jobs, args)
     if plan.finished:
         note(f"skipping {len(plan.finished)} finished outputs")
@@ -112,7 +135,8 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         try:
             if not single:
                 note(one_line(f"{count}{src.name}"))
-            pipe.save(src, dst, dtype=args.dtype, overwrite=args.overwrite)
+            job = _default_model(src, target, models, options) if chosen else pipe
+            job.save(src, dst, dtype=args.dtype, overwrite=args.overwrite, **target)
             note(one_line(f"{count}{src} -> {dst}"))
         except Exception as exc:  # noqa: BLE001 - one bad volume must not stop a cohort run
             if single:
@@ -147,6 +171,21 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         "--scale",
         type=OPTIONS["scale"].parse,
         help="upscaling factor (default: the model's, else 2)",
+    )
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
+        "--voxel-size",
+        type=OPTIONS["voxel_size"].parse,
+        nargs="+",
+        metavar="MM",
+        help="output voxel size in mm, one value or one per voxel axis; the field of view is "
+        "kept (network SR in-plane where finer, band-limited resampling to the exact size)",
+    )
+    grid.add_argument(
+        "--like",
+        type=Path,
+        metavar="REF",
+        help="put the output exactly on REF's grid (its shape and affine, any orientation)",
     )
     p.add_argument(
         "--batch-size",
