@@ -132,7 +132,9 @@ OPTIONS: dict[str, Option] = {
     "time_budget": Option(float, 0.0, 7 * 24 * 3600.0, above=True),
     "steps": POSITIVE_INT,
     "seed": Option(int, 0, 2**32 - 1),
-    "factor": Option(int, 2, 64),
+    "factor": Option(float, 1.5, 64.0),
+    "slice_thickness": Option(float, 0.0, 100.0, above=True),  # mm
+    "profile": Option(str, choices=("box", "gaussian")),
     "shave": Option(int, 0, 4096),
     "convention": Option(str, choices=CONVENTIONS),
     "voxel_size": Option(float, 0.0, 100.0, above=True),  # mm, each of 1 or 3 values

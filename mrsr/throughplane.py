@@ -1,41 +1,40 @@
 """Through-plane super-resolution of thick-slice volumes, trained on the scan itself.
 
-A clinical 2D multi-slice scan (say 0.5 x 0.5 x 5 mm) is sharp in-plane and blurred along the
-slice axis. Its in-plane slices show what the anatomy looks like at the fine resolution, so they
-make the training data: degrade them along one in-plane axis with the slice-profile model, learn
-to undo that with a small 2D network, then apply the network to the planes that contain the
-slice axis, in both orientations, and average (SMORE-style self-supervision; Zhao et al., "SMORE:
-a self-supervised anti-aliasing and super-resolution algorithm for MRI using deep learning",
-IEEE TMI 2021). A last correction makes the result consistent with the measurement: its slab
-averages reproduce the input slices (:func:`slab_consistency`).
+A clinical 2D multi-slice scan (say 0.9 x 0.9 x 5 mm, or 0.47 x 0.47 x 6 mm with a 1 mm gap) is
+sharp in-plane and blurred along the slice axis. Its in-plane slices show what the anatomy looks
+like at the fine resolution, so they make the training data: degrade them along one in-plane
+axis with the acquisition model, learn to undo that with a small 2D network, then apply the
+network to the planes that contain the slice axis, in both orientations, and average
+(SMORE-style self-supervision; Zhao et al., "SMORE: a self-supervised anti-aliasing and
+super-resolution algorithm for MRI using deep learning", IEEE TMI 2021). A last correction makes
+the result consistent with the measurement (:func:`slice_consistency`).
 
-Slice-profile model: a thick slice is a slab, so thick voxel ``k`` is the mean of the ``f`` fine
-voxels ``[f*k, f*k + f)`` (area sampling, :func:`slab_average`), ``f`` = slice spacing /
-in-plane spacing.
+Acquisition model (:class:`SliceProfile`): thick slices ``spacing`` fine voxels apart, each
+integrating the fine voxels under a box of width ``thickness`` (a gap when thinner than the
+spacing) or a Gaussian of that FWHM. Any real spacing ratio works (4.5, 5.6...): the fine grid
+has ``round(K * ratio)`` voxels along the slice axis for ``K`` slices, and the profile is
+expressed on it exactly, fractional overlaps included.
 
-Geometry (design.md, "Geometry"): the fine voxels that replace a slab subdivide it, so the first
-one sits ``(f - 1) / 2`` fine voxels before the centre of the first thick slice and the output
-covers exactly the slabs of the input: shape ``f * Z`` along the slice axis and affine
-``resampled_affine(A, [1, 1, 1/f], "area")`` (slice axis last here; any axis works). Simulating
-thick slices from an isotropic volume (:func:`simulate_thick_slices`) and super-resolving them
-gives back the reference's grid exactly.
-
-Factors: ``f`` is an integer >= 2, the spacing ratio rounded when it is within 5 % of an
-integer; other ratios raise :class:`~mrsr.errors.MRSRError` (non-integer factors are not
-supported yet) unless ``factor`` is given, which subdivides each slab into ``factor`` voxels and
-assumes the slab spans ``factor`` in-plane voxels.
+Geometry (design.md, "Geometry"): the fine voxels subdivide the slices' spacing, so the output
+covers exactly the slabs of the input (affine ``resampled_affine(A, [1, 1, K/N], "area")``,
+slice axis last here; any axis works). Simulating thick slices from an isotropic volume
+(:func:`simulate_thick_slices`) and super-resolving them gives back the reference's grid
+exactly.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from scipy.special import ndtr
 from torch import nn
 
 from mrsr.errors import MRSRError
@@ -46,62 +45,100 @@ from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
 from mrsr.pipeline import as_volume
 from mrsr.progress import bar as progress_bar
+from mrsr.resample import sinc_matrix, spline_matrix
 from mrsr.training.data import FOREGROUND
-from mrsr.transforms import CropToMultiple
 
 __all__ = [
+    "PROFILES",
+    "THICK",
+    "SliceProfile",
     "ThroughPlaneNet",
+    "along",
     "apply_network",
-    "interpolate_along",
     "resolve_factor",
     "simulate_thick_slices",
-    "slab_average",
-    "slab_consistency",
+    "slice_consistency",
     "super_resolve_through_plane",
     "train_network",
 ]
 
-RATIO_TOLERANCE = 0.05  # relative distance of the spacing ratio to the nearest integer
+PROFILES = ("box", "gaussian")
+THICK = 1.5  # slice spacing / in-plane spacing from which the slice axis counts as thick
 
 
-def slab_average(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
-    """Mean of each run of ``factor`` consecutive samples along ``dim`` (a multiple of it).
+def along(x: torch.Tensor, matrix: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
+    """``matrix`` ``(M, N)`` applied to axis ``dim`` of ``x`` (``N`` long, becomes ``M``)."""
+    m = torch.as_tensor(matrix, dtype=torch.float32, device=x.device)
+    return (x.float().movedim(dim, -1) @ m.T).movedim(-1, dim)
 
-    Shapes: ``(..., f*n, ...) -> (..., n, ...)``.
+
+@dataclass(frozen=True)
+class SliceProfile:
+    """A 2D multi-slice acquisition along one axis, as linear operators on a fine grid.
+
+    Lengths are in fine voxels (fine voxel ``n`` spans ``[n - 0.5, n + 0.5]``). Thick slice
+    ``k`` is centred at ``first + k * spacing`` and measures the fine voxels under its
+    profile: a ``"box"`` of width ``thickness`` (``thickness < spacing`` leaves a gap between
+    slices, ``>`` an overlap), or a ``"gaussian"`` of full width at half maximum ``thickness``;
+    each slice's weights sum to 1. ``first`` defaults to ``spacing / 2 - 0.5``: slabs
+    ``spacing`` wide that tile the fine grid from its start (the "area" grid of
+    :mod:`mrsr.geometry`).
+
+    >>> SliceProfile(2.5, 2.5).acquisition(5, 2).round(2).tolist()
+    [[0.4, 0.4, 0.2, 0.0, 0.0], [0.0, 0.0, 0.2, 0.4, 0.4]]
     """
-    dim = dim % x.ndim
-    return x.unflatten(dim, (x.shape[dim] // factor, factor)).mean(dim + 1)
+
+    spacing: float
+    thickness: float
+    kind: str = "box"
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROFILES:
+            raise MRSRError(f"slice profile must be one of {', '.join(PROFILES)}, got {self.kind}")
+        if not (self.spacing > 0 and self.thickness > 0):
+            raise MRSRError("slice spacing and thickness must be positive")
+
+    def centres(self, count: int, first: float | None = None) -> np.ndarray:
+        """Where the ``count`` slices are centred, in fine voxels."""
+        start = self.spacing / 2 - 0.5 if first is None else first
+        return start + self.spacing * np.arange(count)
+
+    def acquisition(self, n_fine: int, count: int, first: float | None = None) -> np.ndarray:
+        """``(count, n_fine)``: thick slice values from fine samples along the axis."""
+        c = self.centres(count, first)[:, None]
+        lo, hi = np.arange(n_fine) - 0.5, np.arange(n_fine) + 0.5
+        if self.kind == "box":
+            half = self.thickness / 2
+            w = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
+        else:
+            sigma = self.thickness / (2 * np.sqrt(2 * np.log(2)))
+            w = ndtr((hi - c) / sigma) - ndtr((lo - c) / sigma)
+        total = w.sum(axis=1, keepdims=True)
+        if np.any(total <= 0):
+            raise MRSRError("a slice's profile lies outside the volume")
+        return w / total
+
+    def interpolation(self, n_fine: int, count: int, first: float | None = None) -> np.ndarray:
+        """``(n_fine, count)``: cubic B-spline interpolation from the slice centres onto the
+        fine grid (mirrored at the ends)."""
+        start = self.centres(1, first)[0]
+        return spline_matrix(count, (np.arange(n_fine) - start) / self.spacing)
 
 
-def interpolate_along(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
-    """Cubic interpolation ``factor`` times finer along ``dim`` only, on the area grid.
-
-    Fine sample ``n`` reads the coarse signal at ``(n + 0.5) / f - 0.5`` (slab subdivision):
-    ``F.interpolate(mode="bicubic", align_corners=False)`` of size ``(rest, f*n)``, whose
-    other axis is an exact identity; edges replicated. Shapes: ``(..., n, ...) ->
-    (..., f*n, ...)``.
-    """
-    moved = x.float().movedim(dim, -1)
-    planes = moved.reshape(1, 1, -1, moved.shape[-1])
-    size = (planes.shape[-2], factor * planes.shape[-1])
-    fine = F.interpolate(planes, size=size, mode="bicubic", align_corners=False)
-    return fine.reshape(*moved.shape[:-1], -1).movedim(-1, dim)
-
-
-def slab_consistency(
-    fine: torch.Tensor, thick: torch.Tensor, factor: int, dim: int, iterations: int = 10
+def slice_consistency(
+    fine: torch.Tensor, thick: torch.Tensor, profile: SliceProfile, dim: int
 ) -> torch.Tensor:
-    """Correct ``fine`` so that its slab averages reproduce the measured ``thick`` slices.
+    """Correct ``fine`` so that the acquisition of it reproduces the measured ``thick``.
 
-    Iterated back-projection along ``dim``: ``y <- y + interpolate_along(thick -
-    slab_average(y))``, ``iterations`` times. It converges to the projection of ``fine`` onto
-    the volumes the acquisition model maps to ``thick`` (along smooth, cubic corrections);
-    10 iterations leave a relative slab error near 1e-6. Shapes: ``fine (..., f*n, ...)``,
-    ``thick (..., n, ...)`` -> like ``fine``.
+    With ``A`` the acquisition and ``B`` the interpolation of ``profile``, ``fine + B (A B)^-1
+    (thick - A fine)`` along ``dim``: the smallest correction in the span of the cubic
+    interpolants that makes ``A fine == thick`` exactly. Shapes: ``fine (..., N, ...)``,
+    ``thick (..., K, ...)`` -> like ``fine``.
     """
-    for _ in range(iterations):
-        fine = fine + interpolate_along(thick - slab_average(fine, factor, dim), factor, dim)
-    return fine
+    n, k = fine.shape[dim], thick.shape[dim]
+    a, b = profile.acquisition(n, k), profile.interpolation(n, k)
+    correction = b @ np.linalg.solve(a @ b, np.eye(k))
+    return fine + along(thick.float() - along(fine, a, dim), correction, dim)
 
 
 def _factors(axis: int, factor: float) -> list[float]:
@@ -111,53 +148,65 @@ def _factors(axis: int, factor: float) -> list[float]:
 
 
 def simulate_thick_slices(
-    volume: MetaTensor, factor: int, axis: int | None = None
+    volume: MetaTensor,
+    factor: float,
+    axis: int | None = None,
+    thickness: float | None = None,
+    profile: str = "box",
 ) -> tuple[MetaTensor, MetaTensor]:
-    """Simulate a thick-slice acquisition of ``volume`` ``(C, X, Y, Z)``: returns ``(thick, ref)``.
+    """Simulate a 2D multi-slice acquisition of ``volume`` ``(C, X, Y, Z)``: ``(thick, ref)``.
 
-    ``ref`` is ``volume`` centre-cropped to a multiple of ``factor`` along ``axis`` (default: its
-    slice axis); thick voxel ``k`` is the mean of ``ref``'s voxels ``[f*k, f*k + f)`` along
-    ``axis`` and sits at their centre (affine ``resampled_affine(ref.affine, f on axis,
-    "area")``), so :func:`super_resolve_through_plane` of ``thick`` lands on ``ref``'s grid.
-    Shapes: ``(C, X, Y, Z) -> (C, X, Y, Z // f)`` for axis 2.
+    Slices ``factor`` voxels apart (any real >= 1), each ``thickness`` voxels thick (default
+    ``factor``: no gap) with the ``profile`` of :class:`SliceProfile`, along ``axis`` (default:
+    the slice axis). ``ref`` is ``volume`` centre-cropped to the largest whole number of
+    voxels that ``K`` slice spacings span; thick slice ``k`` sits at the centre of its spacing
+    (affine ``resampled_affine(ref.affine, factor on axis, "area")``), so
+    :func:`super_resolve_through_plane` of ``thick`` lands on ``ref``'s grid.
+    Shapes: ``(C, X, Y, Z) -> (C, X, Y, K)`` for axis 2.
     """
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else axis % 3
-    ref = CropToMultiple(factor, axes=(axis,))(volume)
-    thick = MetaTensor(slab_average(ref.as_tensor().float(), factor, axis + 1), meta=dict(ref.meta))
+    model = SliceProfile(float(factor), float(thickness or factor), profile)
+    n = volume.shape[axis + 1]
+    counts = [
+        k for k in range(int(n // factor), 1, -1) if abs(k * factor - round(k * factor)) < 1e-6
+    ]
+    if not counts:
+        raise MRSRError(f"no whole number of voxels holds 2 or more slices {factor:g} voxels apart")
+    count, span = counts[0], round(counts[0] * factor)
+    start = (n - span) // 2
+    ref = MetaTensor(volume.as_tensor().narrow(axis + 1, start, span), meta=dict(volume.meta))
+    shift = np.eye(4)
+    shift[axis, 3] = start
+    ref.affine = torch.as_tensor(affine @ shift)
+    thick = MetaTensor(
+        along(ref.as_tensor(), model.acquisition(span, count), axis + 1), meta=dict(ref.meta)
+    )
     thick.affine = torch.as_tensor(
         resampled_affine(np.asarray(ref.affine), _factors(axis, factor), "area")
     )
     return thick, ref
 
 
-def resolve_factor(affine: np.ndarray, axis: int, factor: int | None = None) -> int:
-    """The through-plane factor: ``factor`` checked, else slice spacing / in-plane spacing.
-
-    The ratio (to the mean in-plane spacing) is rounded when within 5 % of an integer >= 2;
-    otherwise :class:`~mrsr.errors.MRSRError`: "no thick axis" below 2, and non-integer ratios
-    are not supported yet (resample in-plane first, or pass ``factor``).
-    """
-    if factor is not None:
-        if int(factor) != factor or factor < 2:
-            raise MRSRError(f"the through-plane factor must be an integer >= 2, got {factor}")
-        return int(factor)
+def resolve_factor(
+    affine: np.ndarray, axis: int, factor: float | None = None, fine_spacing: float | None = None
+) -> float:
+    """Fine voxels per slice spacing: ``factor`` checked, else slice spacing / ``fine_spacing``
+    (default: the mean in-plane spacing). Any real ratio from 1.5 (:data:`THICK`) up; below
+    it :class:`~mrsr.errors.MRSRError` ("no thick axis")."""
     sp = spacing(affine)
-    ratio = sp[axis] / np.mean(np.delete(sp, axis))
-    n = int(round(ratio))
-    sizes = " x ".join(f"{s:.3g}" for s in sp)
-    if n < 2:
+    ratio = (
+        float(factor)
+        if factor is not None
+        else sp[axis] / (fine_spacing or float(np.mean(np.delete(sp, axis))))
+    )
+    if ratio < THICK:
+        sizes = " x ".join(f"{s:.3g}" for s in sp)
         raise MRSRError(
-            f"no thick axis: voxels are {sizes} mm (slice axis {axis}); through-plane "
-            "super-resolution needs slices at least twice as thick as the in-plane voxels"
+            f"no thick axis: voxels are {sizes} mm (slice axis {axis}), {ratio:.3g} fine voxels "
+            f"per slice; through-plane super-resolution needs at least {THICK}"
         )
-    if abs(ratio - n) > RATIO_TOLERANCE * n:
-        raise MRSRError(
-            f"slice spacing / in-plane spacing is {ratio:.3f} ({sizes} mm), not within 5 % of "
-            "an integer; non-integer factors are not supported yet: resample in-plane to "
-            "slice spacing / N first, or give the factor N to subdivide each slab into N voxels"
-        )
-    return n
+    return ratio
 
 
 class ThroughPlaneNet(nn.Module):
@@ -166,7 +215,7 @@ class ThroughPlaneNet(nn.Module):
     Shallow features ``x0`` (conv3x3, conv1x1, conv3x3), ``n_blocks`` serial-fusion blocks
     (:class:`~mrsr.networks.cssfn.SerialFusionBlock` of ``n_units`` CSSFUs) in series, global
     fusion (conv1x1, conv3x3) plus ``x0``, conv3x3 to one channel added to the input. The input
-    is the thick-slice plane already interpolated onto the fine grid (:func:`interpolate_along`),
+    is the thick-slice plane already interpolated onto the fine grid (:meth:`SliceProfile.interpolation`),
     so the network only predicts the lost detail; the last conv starts at zero, so the untrained
     network is exactly the cubic interpolation. Xavier-uniform weights, zero biases.
     Receptive field 33 pixels at the defaults. Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``.
@@ -188,16 +237,33 @@ class ThroughPlaneNet(nn.Module):
         return x + self.tail(self.fusion(self.blocks(x0)) + x0)
 
 
+def _operators(profile: SliceProfile, side: int, phases: int = 8) -> list[torch.Tensor]:
+    """``(side, side)`` degradations of a patch row, ``B A``, one per sub-voxel phase of the
+    slice grid (the phases the volume's own slices take against the fine grid, up to
+    ``phases`` of them): acquire thick slices, interpolate them back."""
+    offsets = sorted({round(float(k * profile.spacing) % 1.0, 6) for k in range(phases)})
+    out = []
+    for offset in offsets:
+        first = profile.spacing / 2 - 0.5 + offset
+        count = int(np.floor((side - 0.5 - first - profile.spacing / 2) / profile.spacing)) + 1
+        a, b = profile.acquisition(side, count, first), profile.interpolation(side, count, first)
+        out.append(torch.as_tensor(b @ a, dtype=torch.float32))
+    return out
+
+
 def _batch(
-    slices: torch.Tensor, factor: int, side: int, batch_size: int, rng: np.random.Generator
+    slices: torch.Tensor,
+    operators: Sequence[torch.Tensor],
+    side: int,
+    batch_size: int,
+    rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training pairs ``(input, target)``, each ``(B, 1, side, side)``, from in-plane slices.
 
     Each target is a random ``side``-square patch of a slice (mostly foreground), flipped and
-    transposed at random; its input is the patch slab-averaged along its last axis and cubically
-    interpolated back (:func:`interpolate_along`); half the pairs are then transposed, so the
-    network sees the thick axis both ways. A patch's edges are the simulated volume's edges,
-    as at the ends of the slice axis.
+    transposed at random; its input is the patch acquired along its last axis by the slice
+    profile and interpolated back (one of ``operators``, at random); half the pairs are then
+    transposed, so the network sees the thick axis both ways.
     """
     n, h, w = slices.shape
     patches = []
@@ -210,7 +276,8 @@ def _batch(
         patch = patch.flip([d for d in (0, 1) if rng.random() < 0.5])
         patches.append(patch.T if rng.random() < 0.5 else patch)
     target = torch.stack(patches)[:, None]
-    source = interpolate_along(slab_average(target, factor, -1), factor, -1)
+    which = rng.integers(len(operators), size=batch_size)
+    source = torch.stack([target[b] @ operators[k].T for b, k in enumerate(which)])
     swap = torch.from_numpy(rng.random(batch_size) < 0.5)
     source[swap], target[swap] = source[swap].mT, target[swap].mT
     return source, target
@@ -218,7 +285,7 @@ def _batch(
 
 def train_network(
     slices: torch.Tensor,
-    factor: int,
+    profile: SliceProfile,
     *,
     time_budget: float = 180.0,
     steps: int | None = None,
@@ -230,20 +297,23 @@ def train_network(
     progress: bool = False,
     **network_options: Any,
 ) -> tuple[ThroughPlaneNet, list[float]]:
-    """Train a :class:`ThroughPlaneNet` on in-plane ``slices`` ``(S, H, W)``, normalised to ~[0, 1].
+    """Train a :class:`ThroughPlaneNet` on in-plane ``slices`` ``(S, H, W)``, normalised to ~[0, 1],
+    sampled on the fine grid of ``profile`` (its lengths in the slices' voxels).
 
-    Pairs come from :func:`_batch` with patches of ``patch_size`` rounded down to a multiple of
-    ``factor`` (smaller for small slices); L1 loss, Adam at ``lr``. Stops after ``steps`` steps
-    or ``time_budget`` seconds, whichever comes first. Deterministic given ``seed`` and the
-    number of steps taken (the weights and every batch come from the seed; a time budget stops
-    at a machine-dependent step). Returns the network (in eval mode) and the loss of every step.
+    Pairs come from :func:`_batch` with patches of ``patch_size`` (smaller for small slices);
+    L1 loss, Adam at ``lr``. Stops after ``steps`` steps or ``time_budget`` seconds, whichever
+    comes first. Deterministic given ``seed`` and the number of steps taken (the weights and
+    every batch come from the seed; a time budget stops at a machine-dependent step). Returns
+    the network (in eval mode) and the loss of every step.
     """
-    side = min(patch_size, *slices.shape[1:]) // factor * factor
-    if side < 2 * factor:
+    side = min(patch_size, *slices.shape[1:])
+    if side < 2 * profile.spacing:
         raise MRSRError(
             f"in-plane slices of {tuple(slices.shape[1:])} voxels are too small to learn a "
-            f"x{factor} slice profile (need at least {2 * factor})"
+            f"slice profile {profile.spacing:.3g} voxels apart (need at least "
+            f"{math.ceil(2 * profile.spacing)})"
         )
+    operators = _operators(profile, side)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = ThroughPlaneNet(**network_options).to(device)
@@ -262,7 +332,8 @@ def train_network(
         elapsed = time.monotonic() - start
         if elapsed >= time_budget:
             break
-        source, target = (t.to(device) for t in _batch(slices, factor, side, batch_size, rng))
+        pair = _batch(slices, operators, side, batch_size, rng)
+        source, target = (t.to(device) for t in pair)
         loss = F.l1_loss(network(source), target)
         optimizer.zero_grad()
         loss.backward()
@@ -287,7 +358,7 @@ def apply_network(
 ) -> MetaTensor:
     """Run ``network`` on the planes that contain the slice axis and average the orientations.
 
-    ``fine`` is the interpolated volume ``(C, X, Y, f*Z)`` (:func:`interpolate_along`); for each
+    ``fine`` is the interpolated volume ``(C, X, Y, f*Z)`` (:meth:`SliceProfile.interpolation`); for each
     in-plane axis in ``axes`` the volume is cut into planes across that axis (x: the y-z planes;
     y: the x-z planes) and super-resolved at scale 1 by :func:`mrsr.inference.super_resolve`
     (its normalisation, batching and memory handling); the results are averaged voxel by voxel.
@@ -309,11 +380,24 @@ def apply_network(
     return sum(outputs[1:], outputs[0]) / len(outputs)
 
 
+def _in_plane_resampled(slices: torch.Tensor, step: float) -> torch.Tensor:
+    """``(S, H, W)`` slices band-limited resampled to ``step`` times their voxel size."""
+    if abs(step - 1) < 0.05:
+        return slices
+    h, w = (max(2, round(n / step)) for n in slices.shape[1:])
+    rows = sinc_matrix(slices.shape[1], (np.arange(h) + 0.5) * slices.shape[1] / h - 0.5, step)
+    cols = sinc_matrix(slices.shape[2], (np.arange(w) + 0.5) * slices.shape[2] / w - 0.5, step)
+    return along(along(slices, rows, 1), cols, 2)
+
+
 def super_resolve_through_plane(
     volume: Any,
-    factor: int | None = None,
+    factor: float | None = None,
     time_budget: float = 180.0,
     *,
+    thickness: float | None = None,
+    profile: str = "box",
+    fine_spacing: float | None = None,
     steps: int | None = None,
     seed: int = 0,
     axis: int | None = None,
@@ -327,37 +411,51 @@ def super_resolve_through_plane(
 
     ``volume``: anything :func:`mrsr.pipeline.as_volume` takes (path, nibabel image, MetaTensor
     ``(C, X, Y, Z)``). ``axis``: the slice axis (default :func:`mrsr.geometry.slice_axis`).
-    ``factor``: see :func:`resolve_factor`. Steps:
+    The slices are the affine's spacing apart, each ``thickness`` mm thick (default: the
+    spacing, no gap) with the ``profile`` ``"box"`` or ``"gaussian"`` (FWHM ``thickness``).
+    The output's fine voxels along the slice axis are ``fine_spacing`` mm (default: the mean
+    in-plane spacing), or ``factor`` per slice spacing (:func:`resolve_factor`), any real
+    ratio, rounded so that a whole number of them spans the slices. Steps:
 
-    1. interpolate the volume ``f`` times along the slice axis on the area grid (cubic);
+    1. interpolate the slices onto the fine grid (cubic B-spline, :class:`SliceProfile`);
     2. normalise each channel as :func:`mrsr.inference.super_resolve` will (percentile window
-       of the interpolated volume) and train :func:`train_network` on the thick volume's
-       in-plane slices, for ``time_budget`` seconds or ``steps`` steps;
+       of the interpolated volume), resample the in-plane slices to the fine voxel size when it
+       differs from theirs (band-limited), and train :func:`train_network` on them, for
+       ``time_budget`` seconds or ``steps`` steps;
     3. :func:`apply_network` across both in-plane axes and average;
-    4. with ``consistency``, :func:`slab_consistency`: the output's slab averages then reproduce
-       the input (switch it off when the real slice profile is far from a box).
+    4. with ``consistency``, :func:`slice_consistency`: the acquisition of the output then
+       reproduces the input slices (switch it off when the real profile is far from the model).
 
     ``network_options`` go to :class:`ThroughPlaneNet`.
 
-    Returns float32 ``(C, X, Y, f*Z)`` (for slice axis 2) with affine
-    ``resampled_affine(A, 1/f on the slice axis, "area")``: the fine voxels subdivide each slab
-    and the output covers exactly the input's slabs.
+    Returns float32 ``(C, X, Y, N)`` (for slice axis 2) with ``N = round(Z * ratio)`` and
+    affine ``resampled_affine(A, Z / N on the slice axis, "area")``: the fine voxels
+    subdivide the slices' spacing and the output covers exactly the input's slabs.
     """
     volume = as_volume(volume)
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else axis % 3
-    factor = resolve_factor(affine, axis, factor)
+    ratio = resolve_factor(affine, axis, factor, fine_spacing)
+    count = volume.shape[axis + 1]
+    n_fine = max(count, round(count * ratio))
+    per_slice = n_fine / count  # fine voxels per slice spacing, after rounding
+    gap = 1.0 if thickness is None else thickness / spacing(affine)[axis]
+    model = SliceProfile(per_slice, gap * per_slice, profile)
     fine = MetaTensor(
-        interpolate_along(volume.as_tensor(), factor, axis + 1), meta=dict(volume.meta)
+        along(volume.as_tensor(), model.interpolation(n_fine, count), axis + 1),
+        meta=dict(volume.meta),
     )
-    fine.affine = torch.as_tensor(resampled_affine(affine, _factors(axis, 1 / factor), "area"))
+    fine.affine = torch.as_tensor(resampled_affine(affine, _factors(axis, 1 / per_slice), "area"))
+    fine_mm = spacing(affine)[axis] / per_slice
+    in_plane = [a for a in range(3) if a != axis]
+    step = fine_mm / float(np.mean(spacing(affine)[in_plane]))
     slices = []
     for thick, interpolated in zip(volume.as_tensor().float(), fine.as_tensor()):
         lo, hi = intensity_window(interpolated)
-        slices.append(((thick - lo) / (hi - lo)).movedim(axis, 0))
+        slices.append(_in_plane_resampled(((thick - lo) / (hi - lo)).movedim(axis, 0), step))
     network, _ = train_network(
         torch.cat(slices),
-        factor,
+        model,
         time_budget=time_budget,
         steps=steps,
         seed=seed,
@@ -365,13 +463,12 @@ def super_resolve_through_plane(
         progress=progress,
         **network_options,
     )
-    in_plane = [a for a in range(3) if a != axis]
     sr = apply_network(
         fine, network, in_plane, batch_size=batch_size, device=device, progress=progress
     )
     if consistency:
         thick = volume.as_tensor().float()
         sr = MetaTensor(
-            slab_consistency(sr.as_tensor(), thick, factor, axis + 1), meta=dict(sr.meta)
+            slice_consistency(sr.as_tensor(), thick, model, axis + 1), meta=dict(sr.meta)
         )
     return sr

@@ -10,12 +10,12 @@ from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.geometry import resampled_affine
 from mrsr.throughplane import (
+    SliceProfile,
     ThroughPlaneNet,
+    along,
     apply_network,
-    interpolate_along,
     resolve_factor,
     simulate_thick_slices,
-    slab_average,
     super_resolve_through_plane,
     train_network,
 )
@@ -70,7 +70,7 @@ def test_untrained_output_overlays_the_reference_without_subvoxel_shift(kind):
     volume = meta_volume(phantom((20, 20, 48), sigma=4.0), make_affine(kind))
     thick, ref = simulate_thick_slices(volume, 4)
     plain = super_resolve_through_plane(thick, steps=0, consistency=False, **TINY)
-    cubic = interpolate_along(thick.as_tensor(), 4, 3)
+    cubic = along(thick.as_tensor(), SliceProfile(4, 4).interpolation(48, 12), 3)
     torch.testing.assert_close(plain.as_tensor(), cubic, rtol=1e-4, atol=1e-3)
     sr = super_resolve_through_plane(thick, steps=0, **TINY)
     for out in (plain, sr):
@@ -82,10 +82,11 @@ def test_consistency_reproduces_the_thick_slices():
     volume = meta_volume(phantom((12, 10, 24), sigma=2.0), np.eye(4))
     thick, ref = simulate_thick_slices(volume, 3)
     sr = super_resolve_through_plane(thick, steps=3, **TINY)
-    again = slab_average(sr.as_tensor(), 3, 3)
+    slabs = torch.from_numpy(SliceProfile(3, 3).acquisition(24, 8))
+    again = along(sr.as_tensor(), slabs, 3)
     torch.testing.assert_close(again, thick.as_tensor(), rtol=1e-5, atol=1e-4)
-    cubic = interpolate_along(thick.as_tensor(), 3, 3)
-    error = (slab_average(cubic, 3, 3) - thick.as_tensor()).abs().max()
+    cubic = along(thick.as_tensor(), SliceProfile(3, 3).interpolation(24, 8), 3)
+    error = (along(cubic, slabs, 3) - thick.as_tensor()).abs().max()
     assert error > 100 * (again - thick.as_tensor()).abs().max()  # cubic alone is not consistent
 
 
@@ -102,26 +103,83 @@ def test_both_orientations_are_averaged():
 def test_training_reduces_the_loss_and_is_deterministic():
     slices = torch.from_numpy(phantom((48, 48, 4), sigma=2.5) / 100).movedim(2, 0)  # ~[0, 1]
     options = dict(patch_size=24, batch_size=8, channels=16, n_blocks=1, n_units=2)
-    network, losses = train_network(slices, 4, steps=100, seed=3, **options)
+    network, losses = train_network(slices, SliceProfile(4, 4), steps=100, seed=3, **options)
     assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10]), losses
     target = slices[:, None]  # whole slices, degraded along their last axis
-    source = interpolate_along(slab_average(target, 4, -1), 4, -1)
+    profile = SliceProfile(4, 4)
+    source = along(
+        along(target, profile.acquisition(48, 12), -1), profile.interpolation(48, 12), -1
+    )
     with torch.no_grad():
         error = torch.nn.functional.l1_loss(network(source), target)
     assert error < 0.85 * torch.nn.functional.l1_loss(source, target)
-    _, again = train_network(slices, 4, steps=3, seed=3, **options)
+    _, again = train_network(slices, SliceProfile(4, 4), steps=3, seed=3, **options)
     assert again == losses[:3]
 
 
-def test_factor_from_the_voxel_sizes():
-    assert resolve_factor(np.diag([0.5, 0.5, 2.05, 1.0]), 2) == 4  # within 5 % of 4
+def test_factor_from_the_voxel_sizes_is_any_real_ratio():
+    assert resolve_factor(np.diag([0.5, 0.5, 2.05, 1.0]), 2) == pytest.approx(4.1)
+    assert resolve_factor(np.diag([0.9, 0.9, 5.0, 1.0]), 2) == pytest.approx(5.0 / 0.9)
+    assert resolve_factor(np.diag([0.9, 0.9, 5.0, 1.0]), 2, fine_spacing=1.0) == 5.0
     assert resolve_factor(np.diag([1.0, 1.0, 1.0, 1.0]), 2, factor=3) == 3
     with pytest.raises(MRSRError, match="no thick axis"):
         resolve_factor(np.eye(4), 2)
-    with pytest.raises(MRSRError, match="non-integer"):
-        resolve_factor(np.diag([1.0, 1.0, 3.4, 1.0]), 2)
-    with pytest.raises(MRSRError, match="integer >= 2"):
-        resolve_factor(np.eye(4), 2, factor=2.5)
+    with pytest.raises(MRSRError, match="no thick axis"):
+        resolve_factor(np.diag([1.0, 1.0, 1.4, 1.0]), 2)
+
+
+def half_voxels(ref: np.ndarray) -> np.ndarray:
+    """Each voxel split in two along the last axis: slab edges at half voxels become whole."""
+    return np.repeat(ref, 2, axis=-1)
+
+
+def test_non_integer_slices_are_the_exact_box_means_of_their_slabs():
+    data = np.random.default_rng(1).random((3, 4, 20))
+    thick, ref = simulate_thick_slices(meta_volume(data.astype(np.float32), np.eye(4)), 4.5)
+    assert ref.shape[-1] == 18 and thick.shape[-1] == 4  # 4 slices 4.5 apart span 18 voxels
+    halves = half_voxels(ref[0].numpy().astype(np.float64))  # slice k: halves [9k, 9k + 9)
+    expected = halves.reshape(3, 4, 4, 9).mean(-1)
+    np.testing.assert_allclose(thick[0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(thick.affine)[:3, 2]), 4.5)
+    np.testing.assert_allclose(world(thick.affine, (0, 0, 0)), world(ref.affine, (0, 0, 1.75)))
+
+
+def test_a_gap_leaves_voxels_out_of_the_slices():
+    """Slices 4 voxels apart, 3 thick: slice k covers [4k, 4k + 3] (half of the two end
+    voxels), not [4k - 0.5, 4k + 3.5] as without a gap."""
+    data = np.random.default_rng(2).random((3, 4, 16)).astype(np.float32)
+    gap, _ = simulate_thick_slices(meta_volume(data, np.eye(4)), 4, thickness=3)
+    full, _ = simulate_thick_slices(meta_volume(data, np.eye(4)), 4)
+    weights = np.array([0.5, 1, 1, 0.5]) / 3
+    expected = np.stack([data[..., 4 * k : 4 * k + 4] @ weights for k in range(4)], -1)
+    np.testing.assert_allclose(gap[0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(full[0].numpy(), data.reshape(3, 4, 4, 4).mean(-1), rtol=1e-5)
+    assert not np.allclose(gap[0].numpy(), full[0].numpy(), rtol=1e-3)
+    constant = np.ones((2, 2, 16), np.float32)
+    same = [
+        simulate_thick_slices(meta_volume(constant, np.eye(4)), 4, thickness=t)[0] for t in (3, 4)
+    ]
+    np.testing.assert_allclose(same[0].numpy(), same[1].numpy(), rtol=1e-6)  # flat: no difference
+
+
+def test_gaussian_profile_has_its_full_width_at_half_maximum():
+    weights = SliceProfile(10.0, 6.0, "gaussian").acquisition(200, 12)
+    row = weights[5]
+    assert row.sum() == pytest.approx(1.0)
+    above = np.flatnonzero(row >= row.max() / 2)
+    assert above.size in (6, 7)  # 6 voxels wide at half maximum, give or take a bin
+    np.testing.assert_allclose(np.argmax(row), SliceProfile(10.0, 6.0).centres(12)[5], atol=0.5)
+
+
+def test_non_integer_factor_with_a_gap_lands_on_the_reference_and_reproduces_the_slices():
+    volume = meta_volume(phantom((16, 16, 40), sigma=3.0), make_affine("oblique"))
+    thick, ref = simulate_thick_slices(volume, 4.5, thickness=3.5)
+    sr = super_resolve_through_plane(thick, thickness=3.5, steps=2, seed=0, **TINY)
+    assert sr.shape == ref.shape
+    np.testing.assert_allclose(np.asarray(sr.affine), np.asarray(ref.affine), atol=1e-9)
+    profile = SliceProfile(4.5, 3.5)
+    again = along(sr.as_tensor(), profile.acquisition(ref.shape[-1], thick.shape[-1]), 3)
+    torch.testing.assert_close(again, thick.as_tensor().float(), rtol=1e-5, atol=1e-3)
 
 
 def test_command_end_to_end_and_refusals(tmp_path, write_nifti, capsys):
