@@ -215,10 +215,11 @@ class ThroughPlaneNet(nn.Module):
     Shallow features ``x0`` (conv3x3, conv1x1, conv3x3), ``n_blocks`` serial-fusion blocks
     (:class:`~mrsr.networks.cssfn.SerialFusionBlock` of ``n_units`` CSSFUs) in series, global
     fusion (conv1x1, conv3x3) plus ``x0``, conv3x3 to one channel added to the input. The input
-    is the thick-slice plane already interpolated onto the fine grid (:meth:`SliceProfile.interpolation`),
-    so the network only predicts the lost detail; the last conv starts at zero, so the untrained
-    network is exactly the cubic interpolation. Xavier-uniform weights, zero biases.
-    Receptive field 33 pixels at the defaults. Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``.
+    is the thick-slice plane already interpolated onto the fine grid
+    (:meth:`SliceProfile.interpolation`), so the network only predicts the lost detail; the
+    last conv starts at zero, so the untrained network is exactly the cubic interpolation.
+    Xavier-uniform weights, zero biases. Receptive field 33 pixels at the defaults.
+    Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``.
     """
 
     def __init__(self, channels: int = 32, n_blocks: int = 2, n_units: int = 2, q: int = 2):
@@ -358,10 +359,11 @@ def apply_network(
 ) -> MetaTensor:
     """Run ``network`` on the planes that contain the slice axis and average the orientations.
 
-    ``fine`` is the interpolated volume ``(C, X, Y, f*Z)`` (:meth:`SliceProfile.interpolation`); for each
-    in-plane axis in ``axes`` the volume is cut into planes across that axis (x: the y-z planes;
-    y: the x-z planes) and super-resolved at scale 1 by :func:`mrsr.inference.super_resolve`
-    (its normalisation, batching and memory handling); the results are averaged voxel by voxel.
+    ``fine`` is the interpolated volume ``(C, X, Y, N)`` (:meth:`SliceProfile.interpolation`);
+    for each in-plane axis in ``axes`` the volume is cut into planes across that axis (x: the
+    y-z planes; y: the x-z planes) and super-resolved at scale 1 by
+    :func:`mrsr.inference.super_resolve` (its normalisation, batching and memory handling); the
+    results are averaged voxel by voxel.
     The grid and affine are ``fine``'s.
     """
     outputs = [

@@ -58,7 +58,8 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         "so that the acquisition of the output reproduces the input slices. Slices may be any "
         "real number of in-plane voxels apart (5 mm at 0.9 mm: 5.56), thinner than their "
         "spacing (a gap) and box or Gaussian in profile. The output subdivides each slice "
-        "spacing into fine voxels and overlays the input exactly. Training takes --time-budget seconds.",
+        "spacing into fine voxels and overlays the input exactly. Training takes --time-budget "
+        "seconds.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
