@@ -20,7 +20,9 @@ import numpy as np
 Grid = Literal["kspace", "area"]
 GRIDS: tuple[str, ...] = ("kspace", "area")
 
-__all__ = ["GRIDS", "Grid", "in_plane_axes", "resampled_affine", "slice_axis", "spacing"]
+__all__ = ["GRIDS", "THICK", "Grid", "in_plane_axes", "resampled_affine", "slice_axis", "spacing"]
+
+THICK = 1.5  # slice spacing / fine voxel size from which slices count as thick (through-plane SR)
 
 
 def spacing(affine: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -35,6 +36,7 @@ from mrsr.probe import VolumeInfo, probe_volume
 from mrsr.provenance import check_sidecar, short_description, write_sidecar
 
 __all__ = [
+    "as_volume",
     "atomic_path",
     "checked_volume",
     "inspect_volume",
@@ -348,3 +350,27 @@ def save_volume(
         else:
             nib.save(image, str(tmp))
     return Path(path)
+
+
+def as_volume(x: Any, affine: np.ndarray | None = None) -> MetaTensor:
+    """A channel-first MetaTensor from a path, nibabel image, MetaTensor, or array + affine.
+
+    3D inputs get a channel axis; 4D MetaTensors are taken as channel-first already, 4D arrays
+    and images as (X, Y, Z, T) series.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        return load_volume(x)
+    if isinstance(x, nib.spatialimages.SpatialImage):
+        data = np.asarray(x.dataobj, dtype=np.float32)
+        return as_volume(data, x.affine)
+    if isinstance(x, MetaTensor):
+        volume = x if x.ndim == 4 else MetaTensor(x.as_tensor()[None], meta=dict(x.meta))
+        return checked_volume(volume, volume.meta.get("filename_or_obj", "input volume"))
+    if affine is None:
+        raise ValueError("an array needs its affine: pipe(array, affine=...)")
+    data = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if data.ndim == 2:
+        data = data[..., None]
+    data = data[None] if data.ndim == 3 else data.movedim(-1, 0)
+    volume = MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)))
+    return checked_volume(volume, "input array")

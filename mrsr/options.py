@@ -133,7 +133,8 @@ OPTIONS: dict[str, Option] = {
     "steps": POSITIVE_INT,
     "seed": Option(int, 0, 2**32 - 1),
     "factor": Option(float, 1.5, 64.0),
-    "slice_thickness": Option(float, 0.0, 100.0, above=True),  # mm
+    "slice_thickness": Option(float, 0.0, 100.0, above=True, optional=True),  # mm
+    "through_plane_budget": Option(float, 0.0, 7 * 24 * 3600.0),  # 0: no through-plane SR
     "profile": Option(str, choices=("box", "gaussian")),
     "shave": Option(int, 0, 4096),
     "convention": Option(str, choices=CONVENTIONS),

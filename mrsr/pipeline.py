@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -23,9 +22,9 @@ from monai.data import MetaTensor
 from mrsr import metrics, networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line
-from mrsr.geometry import slice_axis
+from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
-from mrsr.io import checked_volume, inspect_volume, load_volume, read_bytes, save_volume
+from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
@@ -47,30 +46,6 @@ def shipped_weights() -> dict[str, Path]:
     }
 
 
-def as_volume(x: Any, affine: np.ndarray | None = None) -> MetaTensor:
-    """A channel-first MetaTensor from a path, nibabel image, MetaTensor, or array + affine.
-
-    3D inputs get a channel axis; 4D MetaTensors are taken as channel-first already, 4D arrays
-    and images as (X, Y, Z, T) series.
-    """
-    if isinstance(x, (str, os.PathLike)):
-        return load_volume(x)
-    if isinstance(x, nib.spatialimages.SpatialImage):
-        data = np.asarray(x.dataobj, dtype=np.float32)
-        return as_volume(data, x.affine)
-    if isinstance(x, MetaTensor):
-        volume = x if x.ndim == 4 else MetaTensor(x.as_tensor()[None], meta=dict(x.meta))
-        return checked_volume(volume, volume.meta.get("filename_or_obj", "input volume"))
-    if affine is None:
-        raise ValueError("an array needs its affine: pipe(array, affine=...)")
-    data = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    if data.ndim == 2:
-        data = data[..., None]
-    data = data[None] if data.ndim == 3 else data.movedim(-1, 0)
-    volume = MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, dtype=np.float64)))
-    return checked_volume(volume, "input array")
-
-
 class Pipeline:
     """Super-resolve MR volumes with a 2D network applied slice by slice.
 
@@ -82,6 +57,11 @@ class Pipeline:
             it fixes the sampling grid, hence the output affine.
         batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: see
             :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1).
+        through_plane_budget, slice_thickness, slice_profile: for a target grid finer along
+            thick slices (:meth:`plan`): seconds of through-plane training
+            (:func:`mrsr.throughplane.super_resolve_through_plane`; 0: cubic B-spline
+            interpolation instead), the slices' thickness in mm (default: their spacing) and
+            profile (``"box"`` or ``"gaussian"``).
         **options: constructor options of the named network.
     """
 
@@ -99,6 +79,9 @@ class Pipeline:
         data_consistency: float = 0.0,
         nonnegative: bool | None = None,
         progress: bool = False,
+        through_plane_budget: float = 120.0,
+        slice_thickness: float | None = None,
+        slice_profile: str = "box",
         **options: Any,
     ) -> None:
         check_options(
@@ -109,6 +92,9 @@ class Pipeline:
                 "axis": axis,
                 "precision": precision,
                 "data_consistency": float(data_consistency),
+                "through_plane_budget": float(through_plane_budget),
+                "slice_thickness": slice_thickness,
+                "profile": slice_profile,
             },
             OPTIONS,
             "",
@@ -128,6 +114,8 @@ class Pipeline:
         self.tta, self.precision, self.progress = tta, precision, progress
         self.data_consistency, self.nonnegative = float(data_consistency), nonnegative
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
+        self.through_plane_budget = float(through_plane_budget)
+        self.slice_thickness, self.slice_profile = slice_thickness, slice_profile
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
@@ -183,7 +171,10 @@ class Pipeline:
             return None
         affine = np.asarray(volume.affine, dtype=np.float64)
         axis = slice_axis(affine, volume.meta) if self.axis is None else self.axis
-        return plan_grid(volume.shape[1:], affine, axis, *grid, scale=self.scale)
+        through = self.through_plane_budget > 0
+        return plan_grid(
+            volume.shape[1:], affine, axis, *grid, scale=self.scale, through_plane=through
+        )
 
     def _input(self, x: Any, affine: np.ndarray | None) -> MetaTensor:
         if isinstance(x, (str, os.PathLike)):
@@ -195,18 +186,34 @@ class Pipeline:
         return as_volume(x, affine)
 
     def _onto(self, volume: MetaTensor, plan: GridPlan) -> MetaTensor:
-        """Super-resolve in-plane when the plan says so, then resample onto its grid; the plan
-        is said first (one line on stderr) when ``progress`` is on."""
+        """In-plane network, through-plane network, resampling: each step the plan says, each
+        checked against the memory available first; the plan is said first (one line on
+        stderr) when ``progress`` is on."""
+        from mrsr.throughplane import super_resolve_through_plane
+
         if self.progress:
             note(one_line(plan.describe()))
-        fine = list(volume.shape[1:])
-        if plan.scale > 1:
-            fine = [n * (plan.scale if a != plan.axis else 1) for a, n in enumerate(fine)]
+        sizes = np.asarray(spacing(np.asarray(volume.affine)))
+        fine = [n * (plan.scale if a != plan.axis else 1) for a, n in enumerate(volume.shape[1:])]
+        if plan.through_plane:
+            fine[plan.axis] = round(fine[plan.axis] * sizes[plan.axis] / plan.through_plane)
         check_fits(
-            volume.shape[0] * resample_bytes(fine, plan.shape),
-            f"resampling {'x'.join(map(str, fine))} onto {'x'.join(map(str, plan.shape))}",
+            volume.shape[0] * (resample_bytes(fine, plan.shape) + 16 * math.prod(fine)),
+            f"super-resolving onto {'x'.join(map(str, fine))}, then resampling",
         )
         result = self._run(volume) if plan.scale > 1 else volume
+        if plan.through_plane:
+            result = super_resolve_through_plane(
+                result,
+                time_budget=self.through_plane_budget,
+                thickness=self.slice_thickness,
+                profile=self.slice_profile,
+                fine_spacing=plan.through_plane,
+                axis=plan.axis,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=self.progress,
+            )
         result = resample(result, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
         for out, source in zip(result.as_tensor(), volume.as_tensor()):
             clamp_nonnegative(out, source, self.nonnegative)
@@ -312,6 +319,9 @@ class Pipeline:
                 "data_consistency": self.data_consistency,
                 "clamped_at_zero": self.nonnegative,
                 "grid_plan": None if grid is None else grid.describe(),
+                "through_plane_budget_s": self.through_plane_budget if grid else None,
+                "slice_thickness_mm": self.slice_thickness,
+                "slice_profile": self.slice_profile if grid and grid.through_plane else None,
             }
             provenance = record("upscale", volume, result, **settings)
             return save_volume(

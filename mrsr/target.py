@@ -8,8 +8,10 @@ decides, per axis of the input, what gets there, and says it in one line:
   scale otherwise), then band-limited resampling from the network's grid to the target;
 - in-plane where ``r <= 1.05`` (the same or a coarser grid): band-limited resampling only,
   truncated to the target's band where the target is coarser;
-- through-plane: cubic B-spline interpolation (``mrsr throughplane`` trains a network for
-  thick slices; not part of this plan yet);
+- through-plane, where the slices are at least 1.5 fine voxels apart: the self-supervised
+  network of :mod:`mrsr.throughplane` trained on the scan (any real ratio, gaps, box or
+  Gaussian profile), then cubic B-spline resampling to the target; elsewhere cubic B-spline
+  interpolation only;
 - cubic B-spline resampling in 3D wherever the target's axes do not follow the input's (an
   oblique reference; :mod:`mrsr.resample`).
 
@@ -20,7 +22,8 @@ decides, per axis of the input, what gets there, and says it in one line:
 (2, True, (216, 216, 150))
 >>> print(plan.describe())
 onto 216x216x150 at 1x1x1 mm: in-plane x1.20 by the network x2 then band-limited resampling; \
-through-plane x5.00 (axis 2) by cubic B-spline interpolation
+through-plane x5.00 (axis 2) by the network trained on the scan (to 1 mm) then cubic B-spline \
+resampling
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from mrsr.errors import MRSRError, one_line
-from mrsr.geometry import spacing
+from mrsr.geometry import THICK, spacing
 from mrsr.options import OPTIONS
 from mrsr.resample import aligned_axes, step_sizes, voxel_size_grid
 
@@ -82,8 +85,10 @@ def needed_scale(ratio: float) -> int:
 class GridPlan:
     """What :func:`plan_grid` decided: the target, the input's slice ``axis``, the ratios
     ``in_plane`` (largest of the two in-plane axes) and ``through`` (input spacing over target
-    step; > 1 is finer), the network ``scale`` (1: none), and whether the target's axes follow
-    the input's (``aligned``: separable resampling, band-limited in-plane)."""
+    step; > 1 is finer), the network ``scale`` (1: none), whether the target's axes follow
+    the input's (``aligned``: separable resampling, band-limited in-plane), and the fine
+    voxel size in mm of the through-plane network step along the slice axis (``None``: no
+    such step)."""
 
     shape: tuple[int, int, int]
     affine: np.ndarray
@@ -92,6 +97,7 @@ class GridPlan:
     through: float
     scale: int
     aligned: bool
+    through_plane: float | None = None
 
     @property
     def in_plane_axes(self) -> tuple[int, int]:
@@ -111,9 +117,16 @@ class GridPlan:
             first += "resampling"
         else:
             first = f"in-plane x{self.in_plane:.2f} by {way} resampling"
-        verb = "interpolation" if self.through > 1 + RATIO_TOLERANCE else "resampling"
         through = f"through-plane x{self.through:.2f} (axis {self.axis})"
-        return f"{grid}: {first}; {through} by cubic B-spline {verb}"
+        if self.through_plane:
+            through += (
+                f" by the network trained on the scan (to {self.through_plane:.3g} mm) then "
+                "cubic B-spline resampling"
+            )
+        else:
+            verb = "interpolation" if self.through > 1 + RATIO_TOLERANCE else "resampling"
+            through += f" by cubic B-spline {verb}"
+        return f"{grid}: {first}; {through}"
 
 
 def plan_grid(
@@ -123,11 +136,16 @@ def plan_grid(
     target_shape: Sequence[int],
     target_affine: np.ndarray,
     scale: int | None = None,
+    through_plane: bool = True,
 ) -> GridPlan:
     """The plan from the input grid (``shape``, ``affine``, slice ``axis``) to the target.
 
     ``scale``: the network's scale when a model is fixed (used whenever the in-plane ratio
     exceeds 1.05, even if it is smaller or larger than needed); ``None``: :func:`needed_scale`.
+    With ``through_plane``, slices at least 1.5 times (:data:`mrsr.geometry.THICK`) the
+    fine voxel size apart are super-resolved by :mod:`mrsr.throughplane`, onto the coarser of
+    the in-plane voxel size (after the in-plane step) and the target's step along the slice
+    axis: finer than the in-plane data cannot be learnt from them.
     """
     source = np.asarray(affine, dtype=np.float64)
     target = np.asarray(target_affine, dtype=np.float64)
@@ -139,6 +157,10 @@ def plan_grid(
     in_plane = float(max(ratios[a] for a in range(3) if a != axis))
     wanted = needed_scale(in_plane)
     used = 1 if wanted == 1 else (wanted if scale is None else scale)
+    sizes = spacing(source)
+    in_plane_mm = float(np.mean(np.delete(sizes, axis))) / used
+    fine = max(in_plane_mm, sizes[axis] / float(ratios[axis]))
+    thick = through_plane and sizes[axis] / fine >= THICK
     return GridPlan(
         shape=tuple(int(n) for n in target_shape),
         affine=target,
@@ -147,4 +169,5 @@ def plan_grid(
         through=float(ratios[axis]),
         scale=used,
         aligned=aligned_axes(source, target) is not None,
+        through_plane=fine if thick else None,
     )

@@ -38,19 +38,18 @@ from scipy.special import ndtr
 from torch import nn
 
 from mrsr.errors import MRSRError
-from mrsr.geometry import resampled_affine, slice_axis, spacing
+from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
 from mrsr.intensity import intensity_window
+from mrsr.io import as_volume
 from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
-from mrsr.pipeline import as_volume
 from mrsr.progress import bar as progress_bar
 from mrsr.resample import sinc_matrix, spline_matrix
 from mrsr.training.data import FOREGROUND
 
 __all__ = [
     "PROFILES",
-    "THICK",
     "SliceProfile",
     "ThroughPlaneNet",
     "along",
@@ -63,7 +62,6 @@ __all__ = [
 ]
 
 PROFILES = ("box", "gaussian")
-THICK = 1.5  # slice spacing / in-plane spacing from which the slice axis counts as thick
 
 
 def along(x: torch.Tensor, matrix: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
@@ -192,8 +190,9 @@ def resolve_factor(
     affine: np.ndarray, axis: int, factor: float | None = None, fine_spacing: float | None = None
 ) -> float:
     """Fine voxels per slice spacing: ``factor`` checked, else slice spacing / ``fine_spacing``
-    (default: the mean in-plane spacing). Any real ratio from 1.5 (:data:`THICK`) up; below
-    it :class:`~mrsr.errors.MRSRError` ("no thick axis")."""
+    (default: the mean in-plane spacing). Any real ratio from 1.5
+    (:data:`mrsr.geometry.THICK`) up; below it :class:`~mrsr.errors.MRSRError` ("no thick
+    axis")."""
     sp = spacing(affine)
     ratio = (
         float(factor)

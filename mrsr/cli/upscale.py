@@ -121,6 +121,9 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         data_consistency=args.data_consistency,
         nonnegative=args.nonnegative,
         progress=True,
+        through_plane_budget=args.through_plane_budget,
+        slice_thickness=args.slice_thickness,
+        slice_profile=args.profile,
     )
     pipe = load_model(args.model, args.scale, **options)
     target = dict(voxel_size=args.voxel_size, like=args.like)
@@ -186,6 +189,28 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="REF",
         help="put the output exactly on REF's grid (its shape and affine, any orientation)",
+    )
+    p.add_argument(
+        "--through-plane-budget",
+        type=OPTIONS["through_plane_budget"].parse,
+        default=120.0,
+        metavar="S",
+        help="with --voxel-size/--like finer along thick slices: seconds of training for the "
+        "through-plane network (default 120; 0: cubic B-spline interpolation instead)",
+    )
+    p.add_argument(
+        "--slice-thickness",
+        type=OPTIONS["slice_thickness"].parse,
+        metavar="MM",
+        help="slice thickness when it differs from the spacing (gap or overlap; default: the "
+        "spacing)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=("box", "gaussian"),
+        default="box",
+        help="slice profile for the through-plane step: box (default) or gaussian (FWHM = the "
+        "thickness)",
     )
     p.add_argument(
         "--batch-size",
