@@ -160,7 +160,13 @@ class Pipeline:
         """
         volume = self._input(x, affine)
         plan = self.plan(volume, voxel_size, like)
-        return self._run(volume) if plan is None else self._onto(volume, plan)
+        return self._run(volume) if plan is None else self._onto(volume, plan, self._thickness(x))
+
+    def _thickness(self, x: Any) -> float | None:
+        """The slice thickness in mm: this pipeline's, else the input header's (DICOM)."""
+        if self.slice_thickness is None and isinstance(x, (str, os.PathLike)):
+            return inspect_volume(x).slice_thickness
+        return self.slice_thickness
 
     def plan(self, volume: Any, voxel_size: Any = None, like: Any = None) -> GridPlan | None:
         """How ``volume`` reaches the grid of ``voxel_size`` or ``like`` (``None``: neither
@@ -185,7 +191,9 @@ class Pipeline:
             )
         return as_volume(x, affine)
 
-    def _onto(self, volume: MetaTensor, plan: GridPlan) -> MetaTensor:
+    def _onto(
+        self, volume: MetaTensor, plan: GridPlan, thickness: float | None = None
+    ) -> MetaTensor:
         """In-plane network, through-plane network, resampling: each step the plan says, each
         checked against the memory available first; the plan is said first (one line on
         stderr) when ``progress`` is on."""
@@ -206,7 +214,7 @@ class Pipeline:
             result = super_resolve_through_plane(
                 result,
                 time_budget=self.through_plane_budget,
-                thickness=self.slice_thickness,
+                thickness=thickness,
                 profile=self.slice_profile,
                 fine_spacing=plan.through_plane,
                 axis=plan.axis,
@@ -308,7 +316,8 @@ class Pipeline:
             grid = self.plan(volume, voxel_size, like)
             if grid is not None:  # its size needs the input's affine
                 check_space(path, volume.shape[0] * math.prod(grid.shape) * 4)
-            result = self._run(volume) if grid is None else self._onto(volume, grid)
+            thickness = self._thickness(x)
+            result = self._run(volume) if grid is None else self._onto(volume, grid, thickness)
             settings = {
                 "model": self.name if grid is None or grid.scale > 1 else None,
                 "network": self.spec.network if grid is None or grid.scale > 1 else None,
@@ -320,7 +329,7 @@ class Pipeline:
                 "clamped_at_zero": self.nonnegative,
                 "grid_plan": None if grid is None else grid.describe(),
                 "through_plane_budget_s": self.through_plane_budget if grid else None,
-                "slice_thickness_mm": self.slice_thickness,
+                "slice_thickness_mm": thickness if grid and grid.through_plane else None,
                 "slice_profile": self.slice_profile if grid and grid.through_plane else None,
             }
             provenance = record("upscale", volume, result, **settings)

@@ -47,6 +47,7 @@ class VolumeInfo:
     channels: int
     dtype: np.dtype
     files: list[Path] = field(default_factory=list)
+    slice_thickness: float | None = None  # mm, where the header records it (DICOM)
 
     @property
     def voxels(self) -> int:
@@ -352,7 +353,19 @@ def _probe_dicom(folder: Path) -> VolumeInfo:
     dtype = _sitk_dtype(reader.GetPixelID())
     shape = (size[0], size[1], len(files))
     channels = reader.GetNumberOfComponents()
-    return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files])
+    thickness = (
+        _positive(reader.GetMetaData("0018|0050")) if reader.HasMetaDataKey("0018|0050") else None
+    )
+    return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files], thickness)
+
+
+def _positive(text: str) -> float | None:
+    """A DICOM decimal string as a positive finite number, else None (missing or garbage)."""
+    try:
+        value = float(text.strip().split("\\")[0])
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def probe_volume(path: Path, kind: str) -> VolumeInfo:

@@ -97,10 +97,15 @@ def sitk_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
 
 
 def write_dicom_series(
-    image: sitk.Image, folder, series: str = "1.2.826.0.1.3680043.2.1125.2", skip=()
+    image: sitk.Image,
+    folder,
+    series: str = "1.2.826.0.1.3680043.2.1125.2",
+    skip=(),
+    thickness: float | None = None,
 ) -> None:
     """One DICOM file per slice of ``image`` in ``folder`` (created unless it exists), with the
-    patient geometry tags; ``skip`` leaves slices out (a series with a gap)."""
+    patient geometry tags; ``skip`` leaves slices out (a series with a gap); ``thickness``
+    writes SliceThickness (0018,0050)."""
     os.makedirs(folder, exist_ok=True)
     d = image.GetDirection()
     orientation = "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
@@ -115,5 +120,7 @@ def write_dicom_series(
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         s.SetMetaData("0020|0032", "\\".join(f"{v:.10f}" for v in position))
         s.SetMetaData("0020|0013", str(k + 1))
+        if thickness is not None:
+            s.SetMetaData("0018|0050", f"{thickness:g}")
         writer.SetFileName(str(folder / f"{series[-6:]}-{k:03d}.dcm"))
         writer.Execute(s)

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import AFFINE_KINDS, make_affine, meta_volume, phantom, rotation, subvoxel_shift
+from conftest import (
+    AFFINE_KINDS,
+    make_affine,
+    meta_volume,
+    phantom,
+    rotation,
+    sitk_image,
+    subvoxel_shift,
+    write_dicom_series,
+)
 from monai.data import MetaTensor
 
 from mrsr import Pipeline
@@ -267,3 +276,27 @@ def test_thick_slices_go_through_the_self_trained_network_onto_the_target(
     result = np.asarray(img.dataobj, np.float64)
     truth = ref[0].numpy().astype(np.float64)
     assert np.corrcoef(result.ravel(), truth.ravel())[0, 1] > 0.99
+
+
+def test_dicom_slice_thickness_is_read_for_the_through_plane_step(tmp_path, capsys):
+    thick, _ = simulate_thick_slices(meta_volume(blobs((32, 32, 36)), np.eye(4)), 4, thickness=3)
+    image = sitk_image(np.rint(thick[0].numpy() * 10).astype(np.int16), np.asarray(thick.affine))
+    write_dicom_series(image, tmp_path / "series", thickness=3.0)
+    out = tmp_path / "iso.nii.gz"
+    argv = [
+        "upscale",
+        str(tmp_path / "series"),
+        str(out),
+        "--voxel-size",
+        "1",
+        "--model",
+        "zerofill",
+    ]
+    assert main([*argv, "--through-plane-budget", "1"]) == 0
+    record = json.loads((tmp_path / "iso.json").read_text())["mrsr"]
+    assert record["slice_thickness_mm"] == 3.0
+    assert nib.load(out).shape == (32, 32, 36)
+    override = tmp_path / "given.nii.gz"
+    argv[2] = str(override)
+    assert main([*argv, "--through-plane-budget", "1", "--slice-thickness", "4"]) == 0
+    assert json.loads((tmp_path / "given.json").read_text())["mrsr"]["slice_thickness_mm"] == 4.0
