@@ -18,7 +18,7 @@ from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
-from mrsr.machine import cpu_flags
+from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
@@ -26,22 +26,12 @@ from mrsr.progress import bar as progress_bar
 __all__ = [
     "PRECISIONS",
     "clamp_nonnegative",
-    "native_bf16",
     "peak_bytes",
     "super_resolve",
     "sr_affine",
 ]
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU
-    with AVX512-BF16 or AMX (elsewhere bf16 is emulated and slower than fp32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def clamp_nonnegative(out: torch.Tensor, source: torch.Tensor, nonnegative: bool | None) -> None:
@@ -132,7 +122,8 @@ def super_resolve(
     attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
     flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
     input's meta and the new affine. A batch that runs out of memory is retried in halves.
-    ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA).
+    ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA); ``"auto"``
+    device and precision are resolved by :mod:`mrsr.machine`.
     ``data_consistency`` (0 to 1, ``"kspace"`` grid only) puts the input's k-space back into the
     block of the output's spectrum that the acquisition measured
     (:func:`mrsr.kspace.data_consistency`); 1 makes the output reproduce the input exactly
@@ -162,6 +153,8 @@ def super_resolve(
         OPTIONS,
         "",
     )
+    device = resolve_device(str(device))
+    precision = resolve_precision(precision, device)
     # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time. Converted
     # outside inference mode: the parameters must stay usable for training afterwards.
     network = network.to(device, memory_format=torch.channels_last).eval()

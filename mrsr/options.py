@@ -33,16 +33,21 @@ OUTPUT_DTYPES = ("input", "uint8", "int8", "int16", "uint16", "int32", "float32"
 
 
 def check_device(value: str, name: str = "--device", present: bool = True) -> str:
-    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``); with ``present``, one
-    that this machine has (a config may name a GPU of the machine it will run on)."""
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) or ``auto``; with
+    ``present``, one that this machine has (a config may name a GPU of the machine it will run
+    on)."""
     import torch
 
+    if value == "auto":
+        return value
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
-        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}") from None
+        raise MRSRError(
+            f"{name} must be auto, cpu, cuda, cuda:N or mps, got {shown(value)}"
+        ) from None
     if device.type not in ("cpu", "cuda", "mps"):
-        raise MRSRError(f"{name} must be cpu, cuda, cuda:N or mps, got {shown(value)}")
+        raise MRSRError(f"{name} must be auto, cpu, cuda, cuda:N or mps, got {shown(value)}")
     if not present:
         return value
     if device.type == "cuda":
@@ -126,7 +131,7 @@ OPTIONS: dict[str, Option] = {
     "batch_size": Option(int, 1, 4096),
     "data_consistency": Option(float, 0.0, 1.0),
     "axis": Option(int, 0, 2, optional=True),
-    "precision": Option(str, choices=("fp32", "bf16")),
+    "precision": Option(str, choices=("auto", "fp32", "bf16")),
     "dtype": Option(str, choices=OUTPUT_DTYPES),
     "device": Option(str, custom=check_device),
     "time_budget": Option(float, 0.0, 7 * 24 * 3600.0, above=True),

@@ -25,6 +25,7 @@ from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
 from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
+from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
@@ -56,7 +57,10 @@ class Pipeline:
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
         batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: see
-            :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1).
+            :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1);
+            ``device="auto"`` and ``precision="auto"`` (the defaults) pick CUDA, else MPS, else
+            CPU, and bf16 where that device computes it natively, else fp32
+            (:mod:`mrsr.machine`); the chosen values are ``self.device``, ``self.precision``.
         through_plane_budget, slice_thickness, slice_profile: for a target grid finer along
             thick slices (:meth:`plan`): seconds of through-plane training
             (:func:`mrsr.throughplane.super_resolve_through_plane`; 0: cubic B-spline
@@ -72,10 +76,10 @@ class Pipeline:
         *,
         degradation: str = "kspace",
         batch_size: int = 8,
-        device: str = "cpu",
+        device: str = "auto",
         axis: int | None = None,
         tta: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
         data_consistency: float = 0.0,
         nonnegative: bool | None = None,
         progress: bool = False,
@@ -110,8 +114,13 @@ class Pipeline:
             self.network = self.spec.build()
         if getattr(self.network, "grid", self.spec.grid) != self.spec.grid:
             raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
-        self.batch_size, self.device, self.axis = batch_size, device, axis
-        self.tta, self.precision, self.progress = tta, precision, progress
+        self.batch_size, self.axis = batch_size, axis
+        self.device = resolve_device(device)
+        self.tta, self.precision, self.progress = (
+            tta,
+            resolve_precision(precision, self.device),
+            progress,
+        )
         self.data_consistency, self.nonnegative = float(data_consistency), nonnegative
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
         self.through_plane_budget = float(through_plane_budget)

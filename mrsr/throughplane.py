@@ -42,6 +42,7 @@ from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
 from mrsr.intensity import intensity_window
 from mrsr.io import as_volume
+from mrsr.machine import resolve_device
 from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
 from mrsr.progress import bar as progress_bar
@@ -434,6 +435,7 @@ def super_resolve_through_plane(
     subdivide the slices' spacing and the output covers exactly the input's slabs.
     """
     volume = as_volume(volume)
+    device = resolve_device(str(device))
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else axis % 3
     ratio = resolve_factor(affine, axis, factor, fine_spacing)

@@ -216,7 +216,7 @@ def test_bf16_is_native_only_with_avx512_bf16_or_amx_and_benchmarks_name_the_fla
     flags, native, monkeypatch
 ):
     import mrsr.machine
-    from mrsr.inference import native_bf16
+    from mrsr.machine import native_bf16
 
     cpuinfo = f"processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
     monkeypatch.setattr(mrsr.machine, "_cpuinfo", lambda: dict(mrsr.machine.parse(cpuinfo)))
@@ -225,3 +225,36 @@ def test_bf16_is_native_only_with_avx512_bf16_or_amx_and_benchmarks_name_the_fla
     assert line.startswith("Test CPU 9000 (") and "torch kernels" in line
     shown = [f for f in mrsr.machine.SIMD_FLAGS if f in flags.split()]
     assert " ".join(shown) in line
+
+
+def test_auto_device_and_precision_follow_the_machine(monkeypatch):
+    from mrsr import Pipeline, machine
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    cuda, mps, native = [False], [False], [False]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda[0])
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps[0])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native[0])
+    flags = lambda: frozenset({"avx2", "amx_bf16"} if native[0] else {"avx2"})  # noqa: E731
+    monkeypatch.setattr(machine, "cpu_flags", flags)
+    assert machine.resolve_device("auto") == "cpu"
+    assert machine.resolve_precision("auto", "cpu") == "fp32"
+    native[0] = True
+    assert machine.resolve_precision("auto", "cpu") == "bf16"
+    assert machine.resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice stays
+    mps[0] = True
+    assert machine.resolve_device("auto") == "mps"
+    assert machine.resolve_precision("auto", "mps") == "fp32"
+    cuda[0] = True
+    assert machine.resolve_device("auto") == "cuda" and machine.resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert machine.resolve_device("auto") == "cuda:1"
+    assert machine.resolve_precision("auto", "cuda:1") == "bf16"
+    native[0] = False
+    assert machine.resolve_precision("auto", "cuda:1") == "fp32"
+    cuda[0] = mps[0] = False
+    pipe = Pipeline("zerofill", 2)
+    assert (pipe.device, pipe.precision) == ("cpu", "fp32")
+    native[0] = True
+    assert Pipeline("zerofill", 2).precision == "bf16"
+    assert Pipeline("zerofill", 2, precision="fp32").precision == "fp32"

@@ -1,6 +1,7 @@
 """What a user reads: progress that suits terminals and logs, warnings that say what to expect,
 messages that say what happened and what to do (issue 17)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import phantom
 
-import mrsr.inference
+import mrsr.machine
 from mrsr import progress
 from mrsr.cli import main
 
@@ -58,12 +59,12 @@ def test_quiet_and_tqdm_disable_silence_progress(tmp_path, how):
 def test_untrained_network_and_emulated_bf16_are_announced(tmp_path, capsys, monkeypatch):
     src = volume(tmp_path / "a.nii.gz")
     argv = ["upscale", str(src), str(tmp_path / "o.nii.gz"), "--model", "cssfn"]
-    monkeypatch.setattr(mrsr.inference, "native_bf16", lambda device: False)
+    monkeypatch.setattr(mrsr.machine, "native_bf16", lambda device: False)
     assert main([*argv, "--precision", "bf16", "-q"]) == 0
     err = capsys.readouterr().err
     assert "'cssfn' is UNTRAINED (16.4 M random weights)" in err and "it will take about" in err
     assert "no native bfloat16" in err
-    monkeypatch.setattr(mrsr.inference, "native_bf16", lambda device: True)
+    monkeypatch.setattr(mrsr.machine, "native_bf16", lambda device: True)
     assert main([*argv, "--precision", "bf16", "-q", "--overwrite"]) == 0
     assert "bfloat16" not in capsys.readouterr().err
 
@@ -110,3 +111,14 @@ def test_bars_in_a_notebook_without_widgets_are_plain_tqdm(monkeypatch):
     from tqdm.std import tqdm
 
     assert progress._tqdm_class() is tqdm
+
+
+def test_the_chosen_device_and_precision_are_said(tmp_path, capsys, monkeypatch):
+    src = volume(tmp_path / "a.nii.gz")
+    monkeypatch.setattr(mrsr.machine, "native_bf16", lambda device: True)
+    assert (
+        main(["upscale", str(src), str(tmp_path / "o.nii.gz"), "--model", "cssfn-kspace-x2"]) == 0
+    )
+    assert "running on device cpu (auto), precision bf16 (auto)" in capsys.readouterr().err
+    record = json.loads((tmp_path / "o.json").read_text())["mrsr"]
+    assert record["precision"] == "bf16"

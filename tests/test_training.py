@@ -1,6 +1,7 @@
 """Training: a tiny run end to end, exact resume, torchrun DDP, config errors by key name."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,19 +144,42 @@ def test_gamma_changes_contrast_within_the_normalised_range():
     assert all(changed(h) for h in hrs)
 
 
-def test_two_process_torchrun_equals_one_process_with_the_union_batch(workdir):
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(workdir, config: str, nodes: int) -> None:
+    """``mrsr train`` under torchrun: one node with two processes, or two nodes (two torchrun
+    agents meeting by c10d rendezvous on 127.0.0.1) with one process each."""
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    if nodes == 1:
+        launches = [run + ["--standalone", "--nproc_per_node=2"]]
+    else:
+        meet = [f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--rdzv_backend=c10d"]
+        launches = [run + ["--nnodes=2", "--nproc_per_node=1", "--rdzv_id=mrsr", *meet]] * 2
+    agents = [
+        subprocess.Popen(
+            cmd + ["-m", "mrsr", "train", config],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",
+        )
+        for cmd in launches
+    ]
+    for agent in agents:
+        _, err = agent.communicate(timeout=600)
+        assert agent.returncode == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_torchrun_on_two_processes_equals_one_process_with_the_union_batch(workdir, nodes):
     cfg = dict(TINY, train={**TINY["train"], "max_steps": 3, "val_every": 3, "batch_size": 2})
     cfg["output_dir"] = "ddp"
-    ddp_config = write_config(workdir, cfg, "ddp.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run(
-        cmd + ["-m", "mrsr", "train", ddp_config],
-        cwd=workdir,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    torchrun(workdir, write_config(workdir, cfg, "ddp.yaml"), nodes)
     single = dict(cfg, train={**cfg["train"], "batch_size": 4}, output_dir="single")
     train(resolve_config(single, base=workdir), progress=False)
     a = load_file(str(workdir / "ddp" / "last.safetensors"))

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from mrsr.errors import MRSRError, one_line
+from mrsr.options import OPTIONS
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``auto`` by default (:func:`mrsr.machine.resolve_device`)."""
+    p.add_argument(
+        "--device",
+        type=OPTIONS["device"].parse,
+        default="auto",
+        help="auto (default: CUDA if available, else MPS, else CPU), cpu, cuda, cuda:1, mps",
+    )
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--dtype`` and ``--overwrite`` of a command that writes volumes."""
+    p.add_argument(
+        "--dtype",
+        type=OPTIONS["dtype"].parse,
+        default="float32",
+        help="output data type, or 'input' (default float32)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
 def plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import load_checked, plan
+from mrsr.cli.common import add_output_options, load_checked, plan
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -73,11 +73,5 @@ def add_degrade(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="also write the reference, cropped so that a xS upscaling of OUTPUT lands on its grid",
     )
-    p.add_argument(
-        "--dtype",
-        type=OPTIONS["dtype"].parse,
-        default="float32",
-        help="output data type, or 'input' (default float32)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_output_options(p)
     p.set_defaults(func=cmd_degrade)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import load_checked, plan
+from mrsr.cli.common import add_device, add_output_options, load_checked, plan
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -104,17 +104,6 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the final correction that makes each slab's mean equal the input slice",
     )
-    p.add_argument(
-        "--device",
-        type=OPTIONS["device"].parse,
-        default="cpu",
-        help="cpu (default), cuda, cuda:1, ...",
-    )
-    p.add_argument(
-        "--dtype",
-        type=OPTIONS["dtype"].parse,
-        default="float32",
-        help="output data type, or 'input'",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_device(p)
+    add_output_options(p)
     p.set_defaults(func=cmd_throughplane)

@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "val_every": 500,
         "log_every": 50,
-        "device": "cpu",
+        "device": "auto",
         "num_workers": 0,
         "grad_clip": None,
         "ema": None,

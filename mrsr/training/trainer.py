@@ -25,6 +25,7 @@ from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
+from mrsr.machine import resolve_device
 from mrsr.options import check_device
 from mrsr.pipeline import Pipeline, score
 from mrsr.progress import bar as progress_bar
@@ -140,7 +141,8 @@ def _distributed(device: str) -> tuple[int, int, str]:
 def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     """Train as ``cfg`` says (see :mod:`mrsr.training.config`); returns the best checkpoint."""
     t = cfg["train"]
-    rank, world, device = _distributed(check_device(t["device"], "train.device"))
+    device = check_device(resolve_device(t["device"]), "train.device")
+    rank, world, device = _distributed(device)
     out = Path(cfg["output_dir"])
     state_path = out / "state.safetensors"
     if resume and not state_path.is_file():
