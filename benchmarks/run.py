@@ -10,7 +10,9 @@
 4. training throughput (steps/s, batch 16, 24 x 24 patches) of the paper-size and default nets;
 5. quality of every shipped model against zero-filling and grid-correct bicubic on held-out
    volumes (slices normalised by the reference's 99.5th percentile, slices with > 10 %
-   foreground, PSNR/SSIM per slice averaged).
+   foreground, PSNR/SSIM per slice averaged);
+6. the PSNR cost and speed-up of ``precision="auto"`` (bf16 where native) against fp32 for
+   every shipped model on the same volumes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mrsr import metrics
 from mrsr.inference import super_resolve
 from mrsr.intensity import intensity_window
 from mrsr.io import load_volume, save_volume
-from mrsr.machine import describe
+from mrsr.machine import describe, resolve_precision
 from mrsr.networks import create
 from mrsr.pipeline import Pipeline, shipped_weights
 from mrsr.transforms import degrade
@@ -202,7 +204,7 @@ def quality(heldout: Path) -> str:
 
     rows = []
     for name, path in sorted(shipped_weights().items()):
-        pipe = Pipeline.from_pretrained(path)
+        pipe = Pipeline.from_pretrained(path, precision="fp32")
         spec = pipe.spec
         baselines = ["zerofill", "bicubic"] if spec.degradation == "kspace" else [None, "bicubic"]
         for volume in sorted(heldout.glob("*.nii.gz")):
@@ -218,26 +220,26 @@ def quality(heldout: Path) -> str:
 
 
 def precision_cost(heldout: Path) -> str:
-    """PSNR of the shipped x2 model in bf16 against fp32 on the held-out volumes."""
+    """PSNR and time of every shipped model with ``precision="auto"`` against fp32 on the
+    held-out volumes (``auto`` is bf16 where this machine computes it natively)."""
+    auto = resolve_precision("auto", "cpu")
     rows = []
-    for volume in sorted(heldout.glob("*.nii.gz")):
-        lr, hr = degrade(load_volume(volume), 2, "kspace")
-        ref = hr.as_tensor()[0]
-        psnr = [
-            metrics.slice_scores(
-                Pipeline.from_pretrained("cssfn-kspace-x2", precision=p)(lr).as_tensor()[0], ref
-            )["psnr"]
-            for p in ("fp32", "bf16")
-        ]
-        rows.append(
-            [
-                volume.name.replace(".nii.gz", ""),
-                f"{psnr[0]:.3f}",
-                f"{psnr[1]:.3f}",
-                f"{psnr[1] - psnr[0]:+.3f}",
-            ]
-        )
-    return table(["held-out volume (cssfn-kspace-x2)", "fp32 PSNR", "bf16 PSNR", "bf16 cost"], rows)
+    for name in sorted(shipped_weights()):
+        spec = Pipeline.from_pretrained(name).spec
+        for volume in sorted(heldout.glob("*.nii.gz")):
+            lr, hr = degrade(load_volume(volume), spec.scale, spec.degradation)
+            ref = hr.as_tensor()[0]
+            cells = []
+            for precision in ("fp32", "auto"):
+                pipe = Pipeline.from_pretrained(name, precision=precision)
+                seconds, out = timed(lambda pipe=pipe, lr=lr: pipe(lr))
+                cells.append((metrics.slice_scores(out.as_tensor()[0], ref)["psnr"], seconds))
+            (fp32, t32), (chosen, tauto) = cells
+            label = volume.name.replace(".nii.gz", "")
+            cost = f"{chosen - fp32:+.3f}"
+            rows.append([name, label, f"{fp32:.3f}", f"{chosen:.3f}", cost, f"{t32 / tauto:.2f}"])
+    header = ["model", "held-out volume", "fp32 PSNR", f"auto ({auto}) PSNR", "cost", "speed-up"]
+    return table(header, rows)
 
 
 def main() -> None:
