@@ -9,8 +9,12 @@ torch.Size([1, 360, 432, 24])
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -313,38 +317,161 @@ class Pipeline:
         reference, not a folder, writable, existing only with ``overwrite``) and locked while
         it is written; its size must fit in the folder's free space.
         """
+        job = self._open(x, Path(path), affine, dtype, overwrite, voxel_size, like)
+        return self._write(job, self._make(job))
+
+    def save_all(
+        self,
+        jobs: Sequence[tuple[Any, str | os.PathLike]],
+        dtype: str = "float32",
+        overwrite: bool = False,
+        *,
+        voxel_size: float | tuple[float, float, float] | None = None,
+        like: Any = None,
+        overlap: bool = True,
+        started: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, Path | BaseException]]:
+        """:meth:`save` each ``(input, output)`` of ``jobs``; yields ``(index, output path or
+        the exception that stopped it)`` in job order, so one bad volume does not stop the rest.
+
+        With ``overlap`` the next input is read and the previous output written in background
+        threads while the network works on the current volume: at most one volume ahead and
+        one behind, the outputs identical to sequential :meth:`save` calls. ``started(k)`` is
+        called as the work on job ``k`` begins (a progress line, say).
+        """
+        started = started or (lambda k: None)
+        options = (dtype, overwrite, voxel_size, like)
+        if not overlap:
+            for k, (x, path) in enumerate(jobs):
+                started(k)
+                try:
+                    job = self._open(x, Path(path), None, *options)
+                    outcome = self._write(job, self._make(job))
+                except Exception as exc:  # noqa: BLE001 - reported per volume by the caller
+                    outcome = exc
+                yield k, outcome
+            return
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mrsr-io") as pool:
+
+            def read(k: int) -> Future | None:
+                if k >= len(jobs):
+                    return None
+                x, path = jobs[k]
+                return pool.submit(self._open, x, Path(path), None, *options)
+
+            reading, writing = read(0), None
+            for k in range(len(jobs)):
+                try:
+                    job = reading.result()
+                except Exception as exc:  # noqa: BLE001 - this volume's failure, reported in turn
+                    job = exc
+                reading = read(k + 1)  # read ahead while this one is computed
+                started(k)
+                if not isinstance(job, BaseException):
+                    try:
+                        made = self._make(job)  # releases the lock if it fails
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        job = exc
+                if writing is not None:
+                    yield _finished(*writing)
+                if isinstance(job, BaseException):
+                    writing = None
+                    yield k, job
+                else:
+                    writing = k, pool.submit(self._write, job, made)
+            if writing is not None:
+                yield _finished(*writing)
+
+    def _open(
+        self,
+        x: Any,
+        path: Path,
+        affine: np.ndarray | None,
+        dtype: str,
+        overwrite: bool,
+        voxel_size: Any,
+        like: Any,
+    ) -> _Job:
+        """Plan and lock the output, then read and check the input and its grid plan."""
         OPTIONS["dtype"].check(dtype, "dtype")
-        path = Path(path)
         source = Path(x) if isinstance(x, (str, os.PathLike)) else None
         reference = [Path(like)] if isinstance(like, (str, os.PathLike)) else []
         plan = plan_outputs([(source, path)], overwrite=overwrite, references=reference)
-        with claim(path, plan):
+        lock = contextlib.ExitStack()
+        lock.enter_context(claim(path, plan))
+        try:
             if source is not None and voxel_size is None and like is None:
                 check_space(path, inspect_volume(source).voxels * self.scale**2 * 4)
             volume = self._input(x, affine)
             grid = self.plan(volume, voxel_size, like)
             if grid is not None:  # its size needs the input's affine
                 check_space(path, volume.shape[0] * math.prod(grid.shape) * 4)
-            thickness = self._thickness(x)
-            result = self._run(volume) if grid is None else self._onto(volume, grid, thickness)
-            settings = {
-                "model": self.name if grid is None or grid.scale > 1 else None,
-                "network": self.spec.network if grid is None or grid.scale > 1 else None,
-                "scale": self.scale if grid is None else grid.scale,
-                "degradation": self.spec.degradation,
-                "precision": self.precision,
-                "tta": self.tta,
-                "data_consistency": self.data_consistency,
-                "clamped_at_zero": self.nonnegative,
-                "grid_plan": None if grid is None else grid.describe(),
-                "through_plane_budget_s": self.through_plane_budget if grid else None,
-                "slice_thickness_mm": thickness if grid and grid.through_plane else None,
-                "slice_profile": self.slice_profile if grid and grid.through_plane else None,
-            }
-            provenance = record("upscale", volume, result, **settings)
+            return _Job(path, lock, volume, grid, self._thickness(x), dtype, overwrite)
+        except BaseException:
+            lock.close()
+            raise
+
+    def _make(self, job: _Job) -> tuple[MetaTensor, dict]:
+        """The result and its provenance (the lock is released on failure)."""
+        grid, thickness = job.grid, job.thickness
+        try:
+            if grid is None:
+                result = self._run(job.volume)
+            else:
+                result = self._onto(job.volume, grid, thickness)
+        except BaseException:
+            job.release()
+            raise
+        network_ran = grid is None or grid.scale > 1
+        settings = {
+            "model": self.name if network_ran else None,
+            "network": self.spec.network if network_ran else None,
+            "scale": self.scale if grid is None else grid.scale,
+            "degradation": self.spec.degradation,
+            "precision": self.precision,
+            "tta": self.tta,
+            "data_consistency": self.data_consistency,
+            "clamped_at_zero": self.nonnegative,
+            "grid_plan": None if grid is None else grid.describe(),
+            "through_plane_budget_s": self.through_plane_budget if grid else None,
+            "slice_thickness_mm": thickness if grid and grid.through_plane else None,
+            "slice_profile": self.slice_profile if grid and grid.through_plane else None,
+        }
+        return result, record("upscale", job.volume, result, **settings)
+
+    @staticmethod
+    def _write(job: _Job, made: tuple[MetaTensor, dict]) -> Path:
+        result, provenance = made
+        try:
             return save_volume(
-                result, path, dtype=dtype, overwrite=overwrite, provenance=provenance
+                result, job.path, dtype=job.dtype, overwrite=job.overwrite, provenance=provenance
             )
+        finally:
+            job.release()
+
+
+@dataclass
+class _Job:
+    """One output being made: its path and lock, the input read, the grid plan."""
+
+    path: Path
+    lock: contextlib.ExitStack
+    volume: MetaTensor
+    grid: GridPlan | None
+    thickness: float | None
+    dtype: str
+    overwrite: bool
+
+    def release(self) -> None:
+        self.lock.close()
+
+
+def _finished(k: int, write: Future) -> tuple[int, Path | BaseException]:
+    """A background write's outcome: the path written, or the exception that stopped it."""
+    try:
+        return k, write.result()
+    except Exception as exc:  # noqa: BLE001 - the write's failure, reported by the caller
+        return k, exc
 
 
 def score(pred: MetaTensor, ref: MetaTensor, mask: Any = "auto", shave: int = 0) -> dict:

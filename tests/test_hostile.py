@@ -598,14 +598,15 @@ def test_folder_run_processes_every_file_it_can_then_reports(tmp_path, capsys, m
         nifti(src / f"{name}.nii.gz")
     (src / "b.nii.gz").write_bytes(b"corrupt")
     nifti(src / "d.nii.gz")
-    original = Pipeline.save
+    original = Pipeline._make
 
-    def flaky(self, x, path, *args, **kwargs):  # an unexpected failure, not a user error
-        if path.name == "d.nii.gz":
+    def flaky(self, job):  # an unexpected failure, not a user error
+        if job.path.name == "d.nii.gz":
+            job.release()
             raise RuntimeError("something unforeseen")
-        return original(self, x, path, *args, **kwargs)
+        return original(self, job)
 
-    monkeypatch.setattr(Pipeline, "save", flaky)
+    monkeypatch.setattr(Pipeline, "_make", flaky)
     before = snapshot(src)
     assert main(["upscale", str(src), str(dst), "--model", "zerofill"]) == 2
     err = capsys.readouterr().err

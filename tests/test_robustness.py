@@ -366,3 +366,38 @@ def test_truncation_of_band_limited_data_is_exact(m, n, scale):
     up = kspace.zero_fill(x, (m * scale, n * scale), dims=(0, 1))
     back = KSpaceTruncation(scale, axes=(0, 1))(up[None].float())[0]
     torch.testing.assert_close(back.as_tensor().double(), x, rtol=1e-4, atol=1e-3)
+
+
+def test_folder_overlap_gives_the_same_outputs_in_order_and_reports_failures(tmp_path):
+    """Read-ahead and write-behind change nothing in the outputs; outcomes come in job order,
+    a bad volume among them reported in its place."""
+    from mrsr import Pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(4):
+        nib.save(
+            nib.Nifti1Image(phantom((20, 18, 3), seed=k), np.eye(4)), str(src / f"v{k}.nii.gz")
+        )
+    (src / "v2.nii.gz").write_bytes(b"not a volume")
+    pipe = Pipeline.from_pretrained("cssfn-kspace-x2", precision="fp32")
+    results = {}
+    for overlap in (True, False):
+        out = tmp_path / f"out_{overlap}"
+        out.mkdir()
+        jobs = [(src / f"v{k}.nii.gz", out / f"v{k}.nii.gz") for k in range(4)]
+        outcomes = list(pipe.save_all(jobs, overlap=overlap))
+        assert [k for k, _ in outcomes] == [0, 1, 2, 3]
+        assert isinstance(outcomes[2][1], Exception) and "v2.nii.gz" in str(outcomes[2][1])
+        assert [o for k, o in outcomes if k != 2] == [jobs[k][1] for k in (0, 1, 3)]
+        results[overlap] = out
+        assert sorted(os.listdir(out)) == sorted(
+            f"v{k}.{e}" for k in (0, 1, 3) for e in ("json", "nii.gz")
+        )
+    for k in (0, 1, 3):
+        a, b = (nib.load(results[o] / f"v{k}.nii.gz") for o in (True, False))
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        np.testing.assert_array_equal(a.affine, b.affine)
+        assert a.header.binaryblock == b.header.binaryblock
+        sidecars = [(results[o] / f"v{k}.json").read_text() for o in (True, False)]
+        assert sidecars[0] == sidecars[1]

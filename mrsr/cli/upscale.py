@@ -109,6 +109,31 @@ def _default_model(src: Path, target: dict, models: dict, options: dict):
     return models[scale]
 
 
+def _outcomes(pipe, jobs, args, chosen, models, options, single):
+    """``(index, output path or exception)`` of every job, in order: one pipeline for all
+    with read-ahead and write-behind (:meth:`mrsr.Pipeline.save_all`), or, when the model is
+    chosen per volume from its grid, one volume at a time."""
+    target = dict(voxel_size=args.voxel_size, like=args.like)
+    common = dict(dtype=args.dtype, overwrite=args.overwrite, **target)
+
+    def started(k: int) -> None:
+        if not single:
+            note(one_line(f"[{k + 1}/{len(jobs)}] {jobs[k][0].name}"))
+
+    if not chosen:
+        yield from pipe.save_all(jobs, overlap=not single, started=started, **common)
+        return
+    for k, (src, dst) in enumerate(jobs):
+        started(k)
+        try:
+            model = _default_model(src, target, models, options)
+        except Exception as exc:  # noqa: BLE001 - this volume's failure, reported in turn
+            yield k, exc
+            continue
+        for _, outcome in model.save_all([(src, dst)], overlap=False, **common):
+            yield k, outcome
+
+
 def cmd_upscale(args: argparse.Namespace) -> None:
     from mrsr.outputs import OutputBusy, plan_outputs
     from mrsr.pipeline import load_model
@@ -135,26 +160,21 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         slice_profile=args.profile,
     )
     pipe = load_model(args.model, args.scale, **options)
-    target = dict(voxel_size=args.voxel_size, like=args.like)
-    chosen = args.model is None and args.scale is None and (args.voxel_size or args.like)
+    chosen = args.model is None and args.scale is None and bool(args.voxel_size or args.like)
     models = {pipe.scale: pipe}
     _warn(pipe, plan.jobs, args)
     if plan.finished:
         note(f"skipping {len(plan.finished)} finished outputs")
     failures, busy = [], []
-    for k, (src, dst) in enumerate(plan.jobs, start=1):
-        count = "" if single else f"[{k}/{len(plan.jobs)}] "
-        try:
-            if not single:
-                note(one_line(f"{count}{src.name}"))
-            job = _default_model(src, target, models, options) if chosen else pipe
-            job.save(src, dst, dtype=args.dtype, overwrite=args.overwrite, **target)
-            note(one_line(f"{count}{src} -> {dst}"))
-        except Exception as exc:  # noqa: BLE001 - one bad volume must not stop a cohort run
-            if single:
-                raise
-            (busy if isinstance(exc, OutputBusy) else failures).append(src)
-            print(f"mrsr: error: {message(exc)}", file=sys.stderr)
+    for k, outcome in _outcomes(pipe, plan.jobs, args, chosen, models, options, single):
+        src, dst = plan.jobs[k]
+        if not isinstance(outcome, BaseException):
+            note(one_line(f"{src} -> {dst}"))
+            continue
+        if single:
+            raise outcome
+        (busy if isinstance(outcome, OutputBusy) else failures).append(src)
+        print(f"mrsr: error: {message(outcome)}", file=sys.stderr)
     if failures or busy:
         parts = [f"{len(failures)} failed"] * bool(failures)
         parts += [f"{len(busy)} being written by another run"] * bool(busy)
