@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The GPU check (benchmarks/device_check.py): on a CUDA machine, install mrsr with a CUDA build
+# of torch (pip's default wheel) and run the checks and the timing table; under 5 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet -e .
+timeout 600 python benchmarks/device_check.py
