@@ -41,11 +41,14 @@ def clamp_nonnegative(out: torch.Tensor, source: torch.Tensor, nonnegative: bool
         out.clamp_(min=0.0)
 
 
+_BATCH_VOXELS = 1 << 20  # output voxels per batch at most: bounds the transients of big slices
+
+
 def peak_bytes(voxels: int, channels: int, scale: int) -> int:
     """Estimated memory :func:`super_resolve` allocates for ``voxels`` input voxels (all
-    ``channels``) beyond the input: the float32 output, one normalised channel and the
-    percentile's sorted copy of it."""
-    return 4 * voxels * scale**2 + 12 * voxels // max(channels, 1)
+    ``channels``) beyond the input: the float32 output, the percentile's copy of one channel,
+    and the batch transients (at most ``_BATCH_VOXELS`` output voxels, a few copies each)."""
+    return 4 * voxels * scale**2 + 4 * voxels // max(channels, 1) + 64 * _BATCH_VOXELS
 
 
 def sr_affine(affine: np.ndarray, axis: int, scale: int, grid: Grid | str) -> np.ndarray:
@@ -173,15 +176,17 @@ def super_resolve(
         bar = progress_bar(
             data.shape[0] * data.shape[1 + axis], "super-resolving", "slice", enabled=progress
         )
+        bad = 0
         for channel, target in zip(data, result):
             lo, hi = intensity_window(channel, normalisation)
-            slices = ((channel - lo) / (hi - lo)).movedim(axis, 0)  # (S, H, W)
+            slices = channel.movedim(axis, 0)  # (S, H, W), a view: normalised batch by batch
             n, h, w = slices.shape
             out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
-            start, size = 0, batch_size
+            start = 0
+            size = max(1, min(batch_size, _BATCH_VOXELS // (scale * scale * h * w)))
             while start < n:
                 stop = min(start + size, n)
-                batch = _neighbourhoods(slices, start, stop, k).to(device)
+                batch = (_neighbourhoods(slices, start, stop, k).to(device) - lo) / (hi - lo)
                 batch = batch.contiguous(memory_format=torch.channels_last)
                 try:
                     with autocast:
@@ -200,14 +205,13 @@ def super_resolve(
                 if data_consistency:
                     centre = batch[:, k // 2 : k // 2 + 1].float()
                     y = kspace.data_consistency(y, centre, dims=(-2, -1), weight=data_consistency)
+                bad += int((~torch.isfinite(y)).sum())
                 out[start:stop] = y[:, 0].cpu()
                 bar.update(stop - start)
                 start = stop
-            del slices
             target.mul_(hi - lo).add_(lo)
             clamp_nonnegative(target, channel, nonnegative)
     bar.close()
-    bad = int((~torch.isfinite(result)).sum())
     if bad:
         raise MRSRError(
             f"{name}: the network gave {bad} NaN or infinite voxels (broken weights, or input "
