@@ -406,7 +406,8 @@ class Pipeline:
             grid = self.plan(volume, voxel_size, like)
             if grid is not None:  # its size needs the input's affine
                 check_space(path, volume.shape[0] * math.prod(grid.shape) * 4)
-            return _Job(path, lock, volume, grid, self._thickness(x), dtype, overwrite)
+            thickness = self._thickness(x)
+            return _Job(path, lock, volume, grid, thickness, dtype, overwrite, self.progress)
         except BaseException:
             lock.close()
             raise
@@ -442,6 +443,8 @@ class Pipeline:
     @staticmethod
     def _write(job: _Job, made: tuple[MetaTensor, dict]) -> Path:
         result, provenance = made
+        if job.progress:  # a big gzipped volume takes seconds: say so
+            note(one_line(f"writing {job.path}"))
         try:
             return save_volume(
                 result, job.path, dtype=job.dtype, overwrite=job.overwrite, provenance=provenance
@@ -461,6 +464,7 @@ class _Job:
     thickness: float | None
     dtype: str
     overwrite: bool
+    progress: bool
 
     def release(self) -> None:
         self.lock.close()

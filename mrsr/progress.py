@@ -24,10 +24,16 @@ def set_level(level: int) -> None:
     _level = level
 
 
+def _line(text: str) -> None:
+    """One whole line on stderr, in one write: lines from the I/O threads never interleave."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def note(message: str, level: int = NORMAL) -> None:
     """Print ``message`` on stderr when the level allows it."""
     if _level >= level:
-        print(message, file=sys.stderr)
+        _line(message)
 
 
 class _Lines:
@@ -42,7 +48,7 @@ class _Lines:
         tenth = 10 * self.n // self.total if self.total else 10
         if tenth != self._shown:
             self._shown = tenth
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}", file=sys.stderr, flush=True)
+            _line(f"{self.desc}: {self.n}/{self.total} {self.unit}")
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -53,7 +59,7 @@ class _Lines:
 
     def close(self) -> None:
         if self.n != self.total and self._shown != 10:
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}", file=sys.stderr, flush=True)
+            _line(f"{self.desc}: {self.n}/{self.total} {self.unit}")
 
 
 def _tqdm_class() -> Any:
