@@ -14,7 +14,8 @@
 6. the PSNR cost and speed-up of ``precision="auto"`` (bf16 where native) against fp32 for
    every shipped model on the same volumes;
 7. a cohort folder run (20 volumes of 192 x 192 x 48) with and without I/O overlap, against
-   the network time alone.
+   the network time alone;
+8. peak memory of ``mrsr upscale`` on 512 x 512 x 120 and x 300 volumes against their arrays.
 """
 
 from __future__ import annotations
@@ -174,6 +175,49 @@ def cohort(n: int) -> str:
     return table([f"{n} volumes 192x192x48 -> x2, cssfn-kspace-x2", "s", "x network"], rows)
 
 
+_PEAK = """
+import sys
+from mrsr.cli import main
+from mrsr import Pipeline
+Pipeline("zerofill", 2)
+code = main(sys.argv[1:]) if len(sys.argv) > 1 else 0
+print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+"""
+
+
+def _vm_hwm(*argv: str) -> float:
+    """Peak resident memory (MiB, VmHWM) of a fresh process that imports mrsr, then runs the
+    command line with ``argv`` (nothing without)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK, *argv], capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def large_volumes(depths: tuple[int, ...]) -> str:
+    """Peak memory of ``mrsr upscale`` x2 on 512 x 512 x Z float32 volumes, beyond what
+    importing mrsr takes, against the input plus output arrays."""
+    base = _vm_hwm()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for depth in depths:
+            src = Path(tmp) / f"v{depth}.nii.gz"
+            save_volume(smooth_volume((512, 512, depth)), src)
+            arrays = 512 * 512 * depth * 4 * (1 + 4) / 2**20
+            for model in ("zerofill", "cssfn-kspace-x2"):
+                argv = ["upscale", str(src), str(Path(tmp) / "o.nii.gz"), "--model", model]
+                peak = _vm_hwm(*argv, "-q", "--overwrite") - base
+                rows.append(
+                    [
+                        f"512x512x{depth}",
+                        model,
+                        f"{arrays:.0f}",
+                        f"{peak:.0f}",
+                        f"{peak / arrays:.2f}",
+                    ]
+                )
+    header = ["volume -> x2", "model", "in + out (MiB)", "peak beyond imports (MiB)", "ratio"]
+    return f"imports alone: {base:.0f} MiB\n\n" + table(header, rows)
+
+
 def peak_memory(slices: int) -> float:
     """Peak RSS (MiB) of a fresh process upscaling 64x64xN, minus its input and output arrays."""
     code = f"""
@@ -277,7 +321,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        help="sections: engine overhead memory train quality precision cohort",
+        help="sections: engine overhead memory train quality precision cohort large",
     )
     args = parser.parse_args()
     sections = {
@@ -288,6 +332,7 @@ def main() -> None:
         "quality": lambda: quality(args.heldout),
         "precision": lambda: precision_cost(args.heldout),
         "cohort": lambda: cohort(6 if args.quick else 20),
+        "large": lambda: large_volumes((120,) if args.quick else (120, 300)),
     }
     print(f"machine: {describe()}")
     for key in args.only or sections:
