@@ -31,7 +31,7 @@ from pathlib import Path
 from mrsr.errors import MRSRError, one_line
 from mrsr.io import remove_stale_temporaries
 from mrsr.memory import human
-from mrsr.provenance import check_sidecar
+from mrsr.provenance import check_sidecar, sidecar_path
 
 __all__ = [
     "OutputBusy",
@@ -236,7 +236,9 @@ def claim(output: Path, plan: OutputPlan | None = None) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        remove_stale_temporaries(output, plan.is_protected if plan else lambda p: False)
+        keep = plan.is_protected if plan else lambda p: False
+        for path in (output, sidecar_path(output)):  # a kill may hit either write
+            remove_stale_temporaries(path, keep)
         yield
     finally:
         with contextlib.suppress(OSError):

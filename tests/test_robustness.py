@@ -445,3 +445,18 @@ def test_upscale_memory_stays_near_the_data(tmp_path):
     assert extra <= 2 * arrays, (
         f"{extra / 2**20:.0f} MiB beyond imports for {arrays / 2**20:.0f} MiB"
     )
+
+
+def test_a_killed_sidecar_write_leaves_nothing_after_the_rerun(tmp_path):
+    """A kill can hit the sidecar's write as well as the volume's (the background writer makes
+    that likelier): the rerun removes both kinds of temporary under the output's lock."""
+    from mrsr.cli import main
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    dst.mkdir()
+    nib.save(nib.Nifti1Image(phantom((12, 10, 3)), np.eye(4)), str(src / "s0.nii.gz"))
+    (dst / ".s0.json.k1ll3d.tmp.json").write_text("{")
+    (dst / ".s0.nii.gz.k1ll3d.tmp.nii.gz").write_bytes(b"partial")
+    assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
+    assert sorted(os.listdir(dst)) == ["s0.json", "s0.nii.gz"]
