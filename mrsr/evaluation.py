@@ -32,8 +32,8 @@ from scipy.stats import wilcoxon
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.io import NIFTI_SUFFIXES, SITK_SUFFIXES, is_volume_path, load_volume
-from mrsr.metrics import foreground_mask
-from mrsr.pipeline import Pipeline, score
+from mrsr.metrics import foreground_mask, score
+from mrsr.pipeline import Pipeline
 from mrsr.transforms import CropToMultiple, degrade
 
 __all__ = [

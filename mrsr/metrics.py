@@ -21,14 +21,26 @@ gives no same-size map to average under a mask, and a zero sigma along the slice
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from scipy.ndimage import binary_fill_holes, gaussian_filter, generate_binary_structure
 from skimage.filters import threshold_otsu
 
-__all__ = ["data_range", "evaluate", "foreground_mask", "nrmse", "psnr", "slice_scores", "ssim"]
+from mrsr.errors import MRSRError
+from mrsr.geometry import slice_axis
+
+__all__ = [
+    "data_range",
+    "evaluate",
+    "foreground_mask",
+    "nrmse",
+    "psnr",
+    "score",
+    "slice_scores",
+    "ssim",
+]
 
 _SIGMA = 1.5
 _RADIUS = 5  # of the 11-tap window: int(3.5 * _SIGMA + 0.5), scipy's default truncation
@@ -211,3 +223,22 @@ def slice_scores(
         "ssim": float(np.mean([s[1] for s in scores])),
         "slices": len(keep),
     }
+
+
+def score(pred: Any, ref: Any, mask: Any = "auto", shave: int = 0) -> dict:
+    """:func:`evaluate` of two channel-first MetaTensors on the same grid (shape and affine,
+    else :class:`~mrsr.errors.MRSRError`), along the reference's slice axis; ``mask``
+    ``"auto"`` is :func:`foreground_mask`, ``"none"`` or ``None`` every voxel, else an array."""
+    name = ref.meta.get("filename_or_obj", "reference")
+    if tuple(pred.shape) != tuple(ref.shape):
+        raise MRSRError(
+            f"{name}: grid {tuple(ref.shape[1:])} differs from the prediction's "
+            f"{tuple(pred.shape[1:])}"
+        )
+    if not np.allclose(np.asarray(pred.affine), np.asarray(ref.affine), atol=1e-3):
+        raise MRSRError(f"{name}: affine differs from the prediction's; not the same grid")
+    axis = slice_axis(np.asarray(ref.affine), ref.meta)
+    reference = ref.as_tensor()[0]
+    if isinstance(mask, str):
+        mask = foreground_mask(reference, axis) if mask == "auto" else None
+    return evaluate(pred.as_tensor()[0], reference, mask=mask, shave=shave, axis=axis)

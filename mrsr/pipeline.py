@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mrsr import metrics, networks
+from mrsr import networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis, spacing
@@ -31,6 +31,7 @@ from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
 from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
 from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
+from mrsr.metrics import score
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
 from mrsr.progress import note
@@ -476,23 +477,6 @@ def _finished(k: int, write: Future) -> tuple[int, Path | BaseException]:
         return k, write.result()
     except Exception as exc:  # noqa: BLE001 - the write's failure, reported by the caller
         return k, exc
-
-
-def score(pred: MetaTensor, ref: MetaTensor, mask: Any = "auto", shave: int = 0) -> dict:
-    """Metrics of one volume against its reference on the same grid (see :mod:`mrsr.metrics`)."""
-    name = ref.meta.get("filename_or_obj", "reference")
-    if tuple(pred.shape) != tuple(ref.shape):
-        raise MRSRError(
-            f"{name}: grid {tuple(ref.shape[1:])} differs from the prediction's "
-            f"{tuple(pred.shape[1:])}"
-        )
-    if not np.allclose(np.asarray(pred.affine), np.asarray(ref.affine), atol=1e-3):
-        raise MRSRError(f"{name}: affine differs from the prediction's; not the same grid")
-    axis = slice_axis(np.asarray(ref.affine), ref.meta)
-    reference = ref.as_tensor()[0]
-    if isinstance(mask, str):
-        mask = metrics.foreground_mask(reference, axis) if mask == "auto" else None
-    return metrics.evaluate(pred.as_tensor()[0], reference, mask=mask, shave=shave, axis=axis)
 
 
 def default_model_name(scale: int, degradation: str = "kspace") -> str:

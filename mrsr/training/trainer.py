@@ -26,8 +26,8 @@ from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
 from mrsr.machine import resolve_device
+from mrsr.metrics import score
 from mrsr.options import check_device
-from mrsr.pipeline import Pipeline, score
 from mrsr.progress import bar as progress_bar
 from mrsr.training.data import PatchPairs, load_slabs, volume_paths
 from mrsr.training.state import load_state, save_state
@@ -65,19 +65,21 @@ def _comparable(cfg: dict) -> dict:
 class Validator:
     """PSNR/SSIM of whole validation volumes through the inference engine, with baselines."""
 
-    def __init__(self, paths: list[Path], spec: ModelSpec) -> None:
-        self.spec = spec
+    def __init__(self, paths: list[Path], spec: ModelSpec, device: str = "cpu") -> None:
+        self.spec, self.device = spec, device
         self.pairs = [degrade(load_volume(p), spec.scale, spec.degradation) for p in paths]
         baselines = ["bicubic"] + (["zerofill"] if spec.degradation == "kspace" else [])
         self.baselines = {
-            name: self._mean(Pipeline(name, spec.scale, degradation=spec.degradation).network)
+            name: self._mean(ModelSpec.create(name, spec.scale, spec.degradation, {}).build())
             for name in baselines
         }
 
     def _mean(self, network: torch.nn.Module) -> dict[str, float]:
         scores = []
         for lr, hr in self.pairs:
-            sr = super_resolve(lr, network, self.spec.scale, self.spec.grid, batch_size=8)
+            sr = super_resolve(
+                lr, network, self.spec.scale, self.spec.grid, batch_size=8, device=self.device
+            )
             scores.append(score(sr, hr, shave=self.spec.scale))
         return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
@@ -193,7 +195,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
             remove_stale_temporaries(out / name)  # left by a run killed while saving
         logs = Logs(out, resume)
         validator = (
-            Validator(volume_paths(cfg["data"]["val"], "data.val"), spec)
+            Validator(volume_paths(cfg["data"]["val"], "data.val"), spec, device)
             if cfg["data"]["val"]
             else None
         )
