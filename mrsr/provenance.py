@@ -76,7 +76,7 @@ def short_description(rec: Mapping) -> str:
         parts.append(str(rec["model"]))
     if rec.get("scale"):
         parts.append(f"x{rec['scale']}")
-    if rec.get("precision") and rec["precision"] != "fp32":
+    if rec.get("precision"):  # which ran, fp32 included (auto chooses per machine)
         parts.append(str(rec["precision"]))
     if rec.get("output_grid") and rec.get("grid_plan"):
         size = rec["output_grid"].get("voxel_size_mm")

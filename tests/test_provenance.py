@@ -70,6 +70,9 @@ def test_description_fits_the_header_and_folder_runs_write_sidecars(tmp_path):
     )
     descrip = nib.load(str(tmp_path / "out" / "a.nii.gz")).header["descrip"].item().decode()
     assert descrip.endswith("upscale zerofill x2 bf16 dc0.5")
+    assert main(cmd + ["--precision", "fp32", "--overwrite"]) == 0
+    descrip = nib.load(str(tmp_path / "out" / "a.nii.gz")).header["descrip"].item().decode()
+    assert descrip.endswith("upscale zerofill x2 fp32")  # the precision that ran, always
 
 
 def test_a_sidecar_mrsr_did_not_write_is_never_replaced_silently(tmp_path, capsys):
