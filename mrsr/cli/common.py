@@ -31,6 +31,23 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def add_slice_profile(p: argparse.ArgumentParser) -> None:
+    """``--slice-thickness`` and ``--profile`` of the through-plane step."""
+    p.add_argument(
+        "--slice-thickness",
+        type=OPTIONS["slice_thickness"].parse,
+        metavar="MM",
+        help="slice thickness in mm when it differs from the spacing (a gap, or overlap); "
+        "default: the DICOM SliceThickness, else the spacing",
+    )
+    p.add_argument(
+        "--profile",
+        type=OPTIONS["profile"].parse,
+        default="box",
+        help="slice profile: box (default) or gaussian (FWHM = the thickness)",
+    )
+
+
 def plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):
     """The checked output plan of a command (see :mod:`mrsr.outputs`), before any work."""
     from mrsr.outputs import plan_outputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import add_device, add_output_options, load_checked, plan
+from mrsr.cli.common import add_device, add_output_options, add_slice_profile, load_checked, plan
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -17,19 +17,20 @@ EXAMPLES = """examples:
 
 
 def cmd_throughplane(args: argparse.Namespace) -> None:
-    from mrsr.io import save_volume
+    from mrsr.io import inspect_volume, save_volume
     from mrsr.provenance import record
     from mrsr.throughplane import super_resolve_through_plane
 
     plan([(args.input, args.output)], args.overwrite)
     factor = args.factor or 8  # a guess until the spacing is read; the output, its two estimates
     volume = load_checked(args.input, 12 * factor, [args.output], factor)
+    thickness = args.slice_thickness or inspect_volume(args.input).slice_thickness
     try:
         sr = super_resolve_through_plane(
             volume,
             args.factor,
             args.time_budget,
-            thickness=args.slice_thickness,
+            thickness=thickness,
             profile=args.profile,
             steps=args.steps,
             seed=args.seed,
@@ -41,7 +42,7 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
     except MRSRError as exc:
         raise MRSRError(f"{args.input}: {exc}") from exc
     settings = {"time_budget_s": args.time_budget, "steps": args.steps, "seed": args.seed}
-    settings.update(factor=args.factor, slice_thickness_mm=args.slice_thickness)
+    settings.update(factor=args.factor, slice_thickness_mm=thickness)
     provenance = record("throughplane", volume, sr, **settings, slice_profile=args.profile)
     save_volume(sr, args.output, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance)
     note(one_line(f"{args.input} {tuple(volume.shape[1:])} -> {args.output} {tuple(sr.shape[1:])}"))
@@ -71,19 +72,7 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         help="fine voxels per slice spacing, any real from 1.5 (default: slice spacing / "
         "in-plane spacing)",
     )
-    p.add_argument(
-        "--slice-thickness",
-        type=OPTIONS["slice_thickness"].parse,
-        metavar="MM",
-        help="slice thickness in mm when it differs from the spacing (a gap, or overlap); "
-        "default: the spacing",
-    )
-    p.add_argument(
-        "--profile",
-        choices=("box", "gaussian"),
-        default="box",
-        help="slice profile: box (default) or gaussian (FWHM = the thickness)",
-    )
+    add_slice_profile(p)
     p.add_argument(
         "--time-budget",
         type=OPTIONS["time_budget"].parse,

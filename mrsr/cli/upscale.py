@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from mrsr.cli.common import add_device, add_output_options, message
+from mrsr.cli.common import add_device, add_output_options, add_slice_profile, message
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -227,20 +227,7 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         help="with --voxel-size/--like finer along thick slices: seconds of training for the "
         "through-plane network (default 120; 0: cubic B-spline interpolation instead)",
     )
-    p.add_argument(
-        "--slice-thickness",
-        type=OPTIONS["slice_thickness"].parse,
-        metavar="MM",
-        help="slice thickness when it differs from the spacing (gap or overlap; default: the "
-        "spacing)",
-    )
-    p.add_argument(
-        "--profile",
-        choices=("box", "gaussian"),
-        default="box",
-        help="slice profile for the through-plane step: box (default) or gaussian (FWHM = the "
-        "thickness)",
-    )
+    add_slice_profile(p)
     p.add_argument(
         "--batch-size",
         type=OPTIONS["batch_size"].parse,
