@@ -130,7 +130,8 @@ def plan_outputs(
     ``references`` are further inputs every job reads (``--like``), protected alike.
 
     Raises :class:`MRSRError` for the first problem found; with ``skip_finished`` an existing
-    output is left alone and listed in ``finished`` instead (unless ``overwrite``).
+    output is left alone and listed in ``finished`` instead (unless ``overwrite``), and what a
+    killed run left beside it (lock, temporaries) is removed unless a live run holds its lock.
     """
     plan = OutputPlan([])
     folders: list[Path] = []
@@ -186,6 +187,9 @@ def plan_outputs(
         plan.jobs.append((src, out))
     for folder in {out.resolve().parent for _, out in plan.jobs}:
         _check_writable(folder)
+    for out in plan.finished:  # a kill after its rename left its lock, maybe temporaries
+        with contextlib.suppress(OutputBusy), claim(out, plan):
+            pass
     return plan
 
 

@@ -460,3 +460,28 @@ def test_a_killed_sidecar_write_leaves_nothing_after_the_rerun(tmp_path):
     (dst / ".s0.nii.gz.k1ll3d.tmp.nii.gz").write_bytes(b"partial")
     assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
     assert sorted(os.listdir(dst)) == ["s0.json", "s0.nii.gz"]
+
+
+def test_a_kill_after_the_rename_leaves_no_lock_behind_a_finished_output(tmp_path):
+    """A kill between the volume's rename and the lock's removal leaves a finished output with
+    its lock file: the rerun skips that output and tidies its lock, unless a live run holds it."""
+    import fcntl
+
+    from mrsr.cli import main
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    dst.mkdir()
+    for i in range(2):
+        nib.save(nib.Nifti1Image(phantom((12, 10, 3)), np.eye(4)), str(src / f"s{i}.nii.gz"))
+    assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
+    (dst / ".s0.nii.gz.lock").write_text("4242 killed-host\n")
+    (dst / ".s0.nii.gz.k1ll3d.tmp.nii.gz").write_bytes(b"partial")
+    held = open(dst / ".s1.nii.gz.lock", "w")  # a live run still holds s1's lock
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
+        names = sorted(os.listdir(dst))
+    finally:
+        held.close()
+    assert names == [".s1.nii.gz.lock", "s0.json", "s0.nii.gz", "s1.json", "s1.nii.gz"]
