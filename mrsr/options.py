@@ -162,6 +162,7 @@ OPTIONS: dict[str, Option] = {
     "train.log_every": POSITIVE_INT,
     "train.device": Option(str, custom=partial(check_device, present=False)),
     "train.num_workers": Option(int, 0, 64),
+    "train.degrade_on": Option(str, choices=("auto", "loader", "device")),
     "train.grad_clip": Option(float, 0.0, 1e6, above=True, optional=True),
     "train.ema": Option(float, 0.0, 1.0, above=True, optional=True),
     "train.precision": Option(str, choices=("fp32", "bf16")),

@@ -282,3 +282,58 @@ def test_adjacent_slices_as_channels(workdir):
     pipe = Pipeline.from_pretrained(path)
     assert pipe.network.esc.channels == slice(1, 2)  # the skip reads the centre slice
     assert pipe(str(workdir / "vols" / "v0.nii.gz")).shape == (1, 80, 72, 5)
+
+
+def test_pairs_degraded_on_the_device_in_batches_equal_the_loader_s(workdir):
+    """``train.degrade_on: device``: the loader only augments, the device degrades one batch per
+    slice size; with slices of three sizes, 2.5D input, the skip, and noise before and after
+    degradation, every pair is the loader's pair, in the batch's order."""
+    from mrsr.training.data import collate_slices, device_pairs
+    from mrsr.training.trainer import _whole_slice_skip
+
+    slabs = [
+        phantom(shape, seed=k)
+        for k, shape in enumerate([(3, 40, 36), (2, 48, 48), (4, 40, 36), (2, 32, 44)])
+    ]
+    slabs = [torch.as_tensor(s) / s.max() for s in slabs]
+    spec = ModelSpec.create("cssfn", 2, "kspace", {"channels": 8, "n_blocks": 1, "n_units": 1})
+    options = dict(noise=0.01, hr_noise=0.02, gamma=0.2, lowpass=0.5, context=3, seed=4)
+    skip = _whole_slice_skip(spec.build())
+    on_loader = PatchPairs(slabs, 2, 8, upsample=skip, **options)
+    on_device = PatchPairs(slabs, 2, 8, upsample=skip, on_device=True, **options)
+    indices = range(40, 56)
+    expected = [torch.stack(f) for f in zip(*(on_loader[i] for i in indices))]
+    items = collate_slices([on_device[i] for i in indices])
+    assert len({tuple(hr.shape) for hr, _ in items}) > 1  # several sizes in one batch
+    got = device_pairs(on_device, items, torch.device("cpu"))
+    assert len(got) == len(expected) == 3
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "where"),
+    [
+        ("auto", "cuda:0", "device"),
+        ("auto", "cpu", "loader"),
+        ("auto", "mps", "loader"),
+        ("loader", "cuda", "loader"),
+        ("device", "cpu", "device"),
+    ],
+)
+def test_degrade_on_auto_is_the_device_on_cuda_only(setting, device, where):
+    from mrsr.training.trainer import degrade_on
+
+    assert degrade_on(setting, torch.device(device)) == where
+
+
+def test_a_run_degrading_on_the_device_trains_the_same_weights(workdir):
+    weights = []
+    for where in ("loader", "device"):
+        cfg = {**TINY, "output_dir": f"run-{where}"}
+        cfg["train"] = {**TINY["train"], "degrade_on": where}
+        assert main(["train", write_config(workdir, cfg, f"{where}.yaml"), "-q"]) == 0
+        weights.append(load_file(str(workdir / f"run-{where}" / "last.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key])

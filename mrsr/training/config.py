@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 50,
         "device": "auto",
         "num_workers": 0,
+        "degrade_on": "auto",
         "grad_clip": None,
         "ema": None,
         "precision": "fp32",

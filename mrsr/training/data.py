@@ -26,7 +26,14 @@ from mrsr.intensity import DEFAULT_NORMALISATION
 from mrsr.io import is_volume_path, load_volume
 from mrsr.transforms import BicubicDownsample, KSpaceTruncation
 
-__all__ = ["LoadVolumed", "PatchPairs", "load_slabs", "volume_paths"]
+__all__ = [
+    "LoadVolumed",
+    "PatchPairs",
+    "collate_slices",
+    "device_pairs",
+    "load_slabs",
+    "volume_paths",
+]
 
 FOREGROUND = 0.1  # of the normalised intensity
 MIN_FOREGROUND_FRACTION = 0.1
@@ -88,10 +95,17 @@ def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor
     return slabs
 
 
-def rician(image: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
-    """The magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``."""
-    n = torch.from_numpy(rng.standard_normal((2, *image.shape), dtype=np.float32)) * sigma
+def rician(image: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """The magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``,
+    drawn on ``image``'s device by a generator seeded with ``seed`` (torch's normal sampler is
+    three times faster than numpy's on whole slices)."""
+    generator = torch.Generator(image.device).manual_seed(seed)
+    n = torch.randn((2, *image.shape), generator=generator, device=image.device) * sigma
     return torch.sqrt((image + n[0]) ** 2 + n[1] ** 2)
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**62))
 
 
 class PatchPairs(torch.utils.data.Dataset):
@@ -116,6 +130,12 @@ class PatchPairs(torch.utils.data.Dataset):
     standard deviation ``noise`` (degradation noise; normalised units), and an aligned patch
     pair is cut around a foreground pixel: low-resolution pixel ``(i, j)`` matches
     high-resolution pixels ``[s*i, s*i + s)`` on both sampling grids.
+
+    The work is split in two so that the second half can run on the training device in
+    batches (:meth:`slice_with_draws` in the loader's workers, then :meth:`pairs`); with
+    ``on_device`` an item is that first half, and :func:`collate_slices` keeps whole slices of
+    different sizes apart. Both ways give the same pairs: every random number of the second
+    half is drawn in the first.
     """
 
     def __init__(
@@ -132,6 +152,7 @@ class PatchPairs(torch.utils.data.Dataset):
         hr_noise: float = 0.0,
         gamma: float = 0.0,
         lowpass: float = 0.0,
+        on_device: bool = False,
     ) -> None:
         if context < 1 or context % 2 == 0:
             raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
@@ -139,8 +160,9 @@ class PatchPairs(torch.utils.data.Dataset):
         self.offsets = torch.arange(context) - context // 2
         self.seed, self.length, self.upsample = seed, length, upsample
         self.hr_noise, self.gamma, self.lowpass = hr_noise, gamma, lowpass
+        self.on_device = on_device
         down = KSpaceTruncation if method == "kspace" else BicubicDownsample
-        self.degrade = down(scale, axes=(0, 1))
+        self.degrade = down(scale, axes=(1, 2))  # of a (batch, context, H, W) stack
         side = scale * patch_size
         for k, slab in enumerate(self.slabs):
             if min(slab.shape[1:]) // scale * scale < side:
@@ -157,14 +179,22 @@ class PatchPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        hr, draws = self.slice_with_draws(index)
+        if self.on_device:
+            return hr, draws
+        return tuple(item[0] for item in self.pairs(hr[None], draws[None]))
+
+    def slice_with_draws(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented high-resolution slice(s) ``(context, H, W)`` of sample ``index``, and
+        the random numbers its degradation and patch position need (``(2,)`` int64)."""
         rng = np.random.default_rng([self.seed, int(index)])
         v = int(rng.integers(len(self.slabs)))
         slab = self.slabs[v]
         centre = int(rng.choice(self.slices[v]))
         hr = slab[(centre + self.offsets).clamp(0, slab.shape[0] - 1)]  # (context, H, W)
         hr = torch.rot90(hr.flip(-1) if rng.random() < 0.5 else hr, int(rng.integers(4)), (1, 2))
-        s, p = self.scale, self.patch
+        s = self.scale
         hr = hr[:, : hr.shape[1] // s * s, : hr.shape[2] // s * s]
         if self.gamma > 0:
             hr = hr.clamp(min=0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
@@ -172,22 +202,52 @@ class PatchPairs(torch.utils.data.Dataset):
             kept = [max(2, round(n / rng.uniform(1.0, 4.0))) for n in hr.shape[1:]]
             hr = kspace.truncate(hr, kept, (1, 2), zero_filled=True)
         if self.hr_noise > 0:
-            hr = rician(hr, rng.uniform(0.0, self.hr_noise), rng)
+            hr = rician(hr, rng.uniform(0.0, self.hr_noise), _seed(rng))
+        return hr.contiguous(), torch.tensor([_seed(rng), _seed(rng)])
+
+    def pairs(self, hr: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Degrade a batch of same-size slices ``(B, context, H, W)`` (on their device) and cut
+        each one's patch pair with its ``draws`` ``(B, 2)``: ``(lr, hr[, skip])`` batches."""
         lr = self.degrade(hr).as_tensor()
         if self.noise > 0:
-            lr = rician(lr, self.noise, rng)
-        hr = hr[len(self.offsets) // 2]
-        candidates = torch.nonzero(lr[len(self.offsets) // 2] > FOREGROUND)
-        if len(candidates):
-            ci, cj = candidates[int(rng.integers(len(candidates)))].tolist()
-        else:
-            ci, cj = (int(rng.integers(n)) for n in lr.shape[1:])
-        i = min(max(ci - p // 2, 0), lr.shape[1] - p)
-        j = min(max(cj - p // 2, 0), lr.shape[2] - p)
-        lr_patch = lr[:, i : i + p, j : j + p].contiguous()
-        window = (slice(s * i, s * (i + p)), slice(s * j, s * (j + p)))
-        hr_patch = hr[window][None].contiguous()
-        if self.upsample is None:
-            return lr_patch, hr_patch
-        centre = lr[len(self.offsets) // 2][None, None]
-        return lr_patch, hr_patch, self.upsample(centre)[0][(slice(None), *window)].contiguous()
+            lr = torch.stack([rician(x, self.noise, int(d[0])) for x, d in zip(lr, draws)])
+        middle = len(self.offsets) // 2
+        skip = None if self.upsample is None else self.upsample(lr[:, middle : middle + 1])
+        s, p = self.scale, self.patch
+        out: list[list[torch.Tensor]] = [[], [], []]
+        for b, (x, d) in enumerate(zip(lr, draws.tolist())):
+            candidates = torch.nonzero(x[middle] > FOREGROUND)
+            if len(candidates):
+                ci, cj = candidates[d[1] % len(candidates)].tolist()
+            else:
+                ci, cj = d[1] % x.shape[1], d[1] // x.shape[1] % x.shape[2]
+            i = min(max(ci - p // 2, 0), x.shape[1] - p)
+            j = min(max(cj - p // 2, 0), x.shape[2] - p)
+            window = (slice(s * i, s * (i + p)), slice(s * j, s * (j + p)))
+            out[0].append(x[:, i : i + p, j : j + p])
+            out[1].append(hr[b, middle][window][None])
+            if skip is not None:
+                out[2].append(skip[b][(slice(None), *window)])
+        return tuple(torch.stack(items) for items in out if items)
+
+
+def collate_slices(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list:
+    """The loader's batch for on-device degradation: the items as they are (sizes differ)."""
+    return items
+
+
+def device_pairs(
+    dataset: PatchPairs, items: Sequence[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """Pairs of a batch of :meth:`PatchPairs.slice_with_draws` items, degraded on ``device``
+    in one batch per slice size; the batch keeps the items' order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, (hr, _) in enumerate(items):
+        groups.setdefault(tuple(hr.shape), []).append(k)
+    order, parts = [], []
+    for members in groups.values():
+        hr = torch.stack([items[k][0] for k in members]).to(device, non_blocking=True)
+        parts.append(dataset.pairs(hr, torch.stack([items[k][1] for k in members])))
+        order += members
+    back = torch.argsort(torch.tensor(order)).to(device)
+    return tuple(torch.cat(field)[back] for field in zip(*parts))

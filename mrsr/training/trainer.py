@@ -29,14 +29,20 @@ from mrsr.machine import resolve_device
 from mrsr.metrics import score
 from mrsr.options import check_device
 from mrsr.progress import bar as progress_bar
-from mrsr.training.data import PatchPairs, load_slabs, volume_paths
+from mrsr.training.data import (
+    PatchPairs,
+    collate_slices,
+    device_pairs,
+    load_slabs,
+    volume_paths,
+)
 from mrsr.training.state import load_state, save_state
 from mrsr.transforms import degrade
 
 __all__ = ["train"]
 
 # Keys that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = ("max_steps", "val_every", "log_every", "num_workers", "device")
+RESUMABLE_CHANGES = ("max_steps", "val_every", "log_every", "num_workers", "device", "degrade_on")
 
 
 class StepIndices(torch.utils.data.Sampler):
@@ -173,6 +179,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         hr_noise=cfg["augment"]["hr_noise"],
         gamma=cfg["augment"]["gamma"],
         lowpass=cfg["augment"]["lowpass"],
+        on_device=degrade_on(t["degrade_on"], device) == "device",
     )
 
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
@@ -208,6 +215,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         batch_size=t["batch_size"],
         sampler=StepIndices(start, t["max_steps"], t["batch_size"], rank, world),
         num_workers=t["num_workers"],
+        collate_fn=collate_slices if dataset.on_device else None,
+        pin_memory=dataset.on_device and torch.device(device).type == "cuda",
     )
     autocast = (
         torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
@@ -224,7 +233,10 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     model.train()
     began, window = time.time(), []
     last = out / "last.safetensors"
-    for step, (lr_batch, hr_batch, *skip) in enumerate(loader, start=start + 1):
+    for step, batch in enumerate(loader, start=start + 1):
+        lr_batch, hr_batch, *skip = (
+            device_pairs(dataset, batch, device) if dataset.on_device else batch
+        )
         with autocast:
             pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
             loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
@@ -279,6 +291,14 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         logs.close()
     best_path = out / "best.safetensors"
     return best_path if best_path.exists() else last
+
+
+def degrade_on(setting: str, device: torch.device) -> str:
+    """Where pairs are degraded: ``train.degrade_on``, with ``auto`` meaning the training
+    device on CUDA (CPU workers would starve it) and the loader elsewhere."""
+    if setting != "auto":
+        return setting
+    return "device" if torch.device(device).type == "cuda" else "loader"
 
 
 def _whole_slice_skip(model: torch.nn.Module):
