@@ -15,7 +15,10 @@
    every shipped model on the same volumes;
 7. a cohort folder run (20 volumes of 192 x 192 x 48) with and without I/O overlap, against
    the network time alone;
-8. peak memory of ``mrsr upscale`` on 512 x 512 x 120 and x 300 volumes against their arrays.
+8. peak memory of ``mrsr upscale`` on 512 x 512 x 120 and x 300 volumes against their arrays;
+9. training pairs/s: one CPU loader worker degrading per pair (``train.degrade_on: loader``),
+   the same worker only augmenting, and the batched degradation on each device
+   (``degrade_on: device``), next to the pairs/s that the paper-size CSSFN-B2 consumes there.
 """
 
 from __future__ import annotations
@@ -269,6 +272,78 @@ def training_speed(steps: int) -> str:
     return table(["network", "parameters", "steps/s (batch 16, 24x24 LR patches)"], rows)
 
 
+def _pairs_per_second(fn, count: int) -> float:
+    fn()
+    seconds, _ = timed(fn)
+    return count / seconds
+
+
+def loader_speed(train: Path, batches: int) -> str:
+    """Pairs/s of each half of the training data path (k-space x2, the default models'
+    augmentation, batch 16 of 24 x 24 patches), on the default training volumes if present."""
+    from mrsr.training.data import (
+        PatchPairs,
+        collate_slices,
+        device_pairs,
+        load_slabs,
+        volume_paths,
+    )
+    from mrsr.training.trainer import _whole_slice_skip
+
+    if train.is_dir():
+        slabs, source = load_slabs(volume_paths([str(train)])), f"the volumes in {train}"
+    else:
+        slabs = [
+            smooth_volume((256, 256, 24), seed=k).as_tensor()[0].movedim(-1, 0) for k in (0, 1)
+        ]
+        slabs, source = [s / s.max() for s in slabs], "two smooth 256 x 256 x 24 volumes"
+    skip = _whole_slice_skip(create("cssfn", scale=2, **DEFAULT_NET))
+    options = dict(hr_noise=0.02, gamma=0.3, lowpass=0.3, upsample=skip)
+    per_pair = PatchPairs(slabs, 2, 24, **options)
+    halves = PatchPairs(slabs, 2, 24, on_device=True, **options)
+    n = 16 * batches
+    rows = [
+        [
+            "loader worker, degrade_on: loader",
+            "cpu",
+            f"{_pairs_per_second(lambda: [per_pair[i] for i in range(n)], n):.0f}",
+        ],
+        [
+            "loader worker, degrade_on: device (augment only)",
+            "cpu",
+            f"{_pairs_per_second(lambda: [halves[i] for i in range(n)], n):.0f}",
+        ],
+    ]
+    items = [collate_slices([halves[16 * b + j] for j in range(16)]) for b in range(batches)]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+
+        def batched(device=device):
+            for batch in items:
+                device_pairs(halves, batch, torch.device(device))
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        rows.append(["device, batched degradation", device, f"{_pairs_per_second(batched, n):.0f}"])
+        net = create("cssfn", scale=2).to(device)
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        x, y = torch.rand(16, 1, 24, 24, device=device), torch.rand(16, 1, 48, 48, device=device)
+
+        def step(net=net, opt=opt, x=x, y=y, device=device):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                loss = torch.nn.functional.l1_loss(net(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        rate = _pairs_per_second(lambda s=step: [s() for _ in range(batches)], n)
+        rows.append(["paper CSSFN-B2 x2 training consumes (bf16)", device, f"{rate:.0f}"])
+    header = ["stage (one thread per CPU process)", "device", "pairs/s"]
+    return f"on {source}\n\n" + table(header, rows)
+
+
 def quality(heldout: Path) -> str:
     def cell(pred: MetaTensor, ref: torch.Tensor) -> str:
         scores = metrics.slice_scores(pred.as_tensor()[0], ref)
@@ -318,10 +393,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer slices and steps")
     parser.add_argument("--heldout", type=Path, default=Path("data/default/heldout"))
+    parser.add_argument("--train", type=Path, default=Path("data/default/train"))
     parser.add_argument(
         "--only",
         nargs="+",
-        help="sections: engine overhead memory train quality precision cohort large",
+        help="sections: engine overhead memory train quality precision cohort large loader",
     )
     args = parser.parse_args()
     sections = {
@@ -333,6 +409,7 @@ def main() -> None:
         "precision": lambda: precision_cost(args.heldout),
         "cohort": lambda: cohort(6 if args.quick else 20),
         "large": lambda: large_volumes((120,) if args.quick else (120, 300)),
+        "loader": lambda: loader_speed(args.train, 2 if args.quick else 10),
     }
     print(f"machine: {describe()}")
     for key in args.only or sections:
