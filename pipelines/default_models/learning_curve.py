@@ -1,0 +1,80 @@
+"""Held-out PSNR gain over zero-filling against training steps, from runs' ``val_log.csv``.
+
+    python pipelines/default_models/learning_curve.py runs/curve/x2-s runs/curve/x2-m \
+        --out docs/learning_curve_x2.png
+
+Each run's validation rows (the network, and the baselines at step 0) are the mean PSNR over the
+held-out volumes of its ``data.val``; the gain is the network's PSNR minus the zero-filling one
+(bicubic for bicubic-degradation runs). Draws one line per run, labelled with the run folder's
+name and the network's parameter count, and prints the same numbers as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+
+
+def read_curve(run: Path) -> tuple[list[int], list[float]]:
+    """(steps, PSNR gain in dB) of one run's validations."""
+    with open(run / "val_log.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    base = {r["method"]: float(r["psnr"]) for r in rows if r["step"] == "0"}
+    reference = base.get("zerofill", base.get("bicubic"))
+    curve = [
+        (int(r["step"]), float(r["psnr"]) - reference) for r in rows if r["method"] not in base
+    ]
+    return [s for s, _ in curve], [g for _, g in curve]
+
+
+def parameters(run: Path) -> int:
+    """Weights in the run's last checkpoint, read from the safetensors header."""
+    total = 0
+    with safe_open(str(run / "last.safetensors"), "pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            total += math.prod(f.get_slice(key).get_shape())
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--title", default="held-out PSNR gain over zero-filling")
+    args = parser.parse_args()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    table = {}
+    for run in args.runs:
+        steps, gains = read_curve(run)
+        label = f"{run.name} ({parameters(run) / 1e3:.0f} k parameters)"
+        ax.plot(steps, gains, marker="o", markersize=3, label=label)
+        table[label] = dict(zip(steps, gains))
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("training steps (batch 16)")
+    ax.set_ylabel("PSNR gain (dB)")
+    ax.set_title(args.title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out)
+    steps = sorted({s for curve in table.values() for s in curve})
+    print("| steps | " + " | ".join(table) + " |")
+    print("|---|" + "---|" * len(table))
+    for s in steps:
+        cells = [f"{c[s]:+.2f}" if s in c else "-" for c in table.values()]
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    print(json.dumps({"figure": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
