@@ -46,6 +46,12 @@ SOURCES = {
     "slice, 1024 x 1024, 0.195 mm; MIT)",
     "brain1": "PyPI `pyradiomics` 3.1.0 source archive, `data/brain1_image.nrrd` (a clinical "
     "multi-slice brain scan, 256 x 256 x 25, 0.78 x 0.78 x 6.5 mm; BSD-3-clause)",
+    "pycortex_s1": "PyPI `pycortex` 1.4.0 source archive, `filestore/db/S1/anatomicals/raw.nii.gz`"
+    " (the demo subject's whole-head T1, 256 x 256 x 256, 1 mm, FreeSurfer-conformed, 8-bit; "
+    "BSD-2-clause)",
+    "b0_prisma": "PyPI `heudiconv` 1.5.1, `heudiconv/tests/data/b0dwiForFmap/"
+    "b0dwi_for_fmap+00001.dcm` (a b0 SE-EPI brain volume, Siemens Prisma 3T, mosaic of 81 "
+    "slices 150 x 152, 1.5 mm; Apache-2.0)",
     "brain2": "PyPI `pyradiomics` 3.1.0 source archive, `data/brain2_image.nrrd` (another "
     "patient's clinical brain scan, 256 x 256 x 23, 0.78 x 0.78 x 6.5 mm; BSD-3-clause)",
     "breast1": "PyPI `pyradiomics` 3.1.0 source archive, `data/breast1_image.nrrd` (a breast MR "

