@@ -5,7 +5,7 @@
 1. engine vs a plain eager loop over single slices (NCHW, ``torch.no_grad``), paper-size
    CSSFN-B2 x2, fp32 and bf16: time per slice, speed-up, largest relative difference;
 2. pipeline overhead (load, normalise, slice, reassemble, save) against network time on a
-   240 x 240 x 96 volume with the default-size network;
+   240 x 240 x 96 volume with the small CSSFN (133 k parameters);
 3. peak memory beyond the input and output arrays for 50 and 400 slices;
 4. training throughput (steps/s, batch 16, 24 x 24 patches) of the paper-size and default nets;
 5. quality of every shipped model against zero-filling and grid-correct bicubic on held-out
@@ -18,7 +18,8 @@
 8. peak memory of ``mrsr upscale`` on 512 x 512 x 120 and x 300 volumes against their arrays;
 9. training pairs/s: one CPU loader worker degrading per pair (``train.degrade_on: loader``),
    the same worker only augmenting, and the batched degradation on each device
-   (``degrade_on: device``), next to the pairs/s that the paper-size CSSFN-B2 consumes there.
+   (``degrade_on: device``), next to the pairs/s that the paper-size CSSFN-B2 consumes there;
+10. the whole ``mrsr upscale`` command on a 256 x 256 x 30 scan with every shipped model.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from mrsr.networks import create
 from mrsr.pipeline import Pipeline, shipped_weights
 from mrsr.transforms import degrade
 
-DEFAULT_NET = {"channels": 32, "n_blocks": 2, "n_units": 3, "q": 2, "skip": "kspace"}
+SMALL_NET = {"channels": 32, "n_blocks": 2, "n_units": 3, "q": 2, "skip": "kspace"}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -121,7 +122,7 @@ def engine_vs_eager(size: int, n: int) -> str:
 
 
 def overhead() -> str:
-    net = create("cssfn", scale=2, **DEFAULT_NET).eval()
+    net = create("cssfn", scale=2, **SMALL_NET).eval()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "lr.nii.gz"
         save_volume(smooth_volume((120, 120, 96)), src)
@@ -149,7 +150,7 @@ def overhead() -> str:
             f"{(t_total - t_pure) / t_pure:.1%}",
         ],
     ]
-    return table(["120x120x96 -> 240x240x96, default-size CSSFN", "s", "overhead"], rows)
+    return table(["120x120x96 -> 240x240x96, small CSSFN", "s", "overhead"], rows)
 
 
 def cohort(n: int) -> str:
@@ -176,6 +177,30 @@ def cohort(n: int) -> str:
             label = "folder run, read-ahead + write-behind" if overlap else "folder run, sequential"
             rows.append([label, f"{t:.1f}", f"{t / t_net:.2f}"])
     return table([f"{n} volumes 192x192x48 -> x2, cssfn-kspace-x2", "s", "x network"], rows)
+
+
+def upscale_command(shape: tuple[int, int, int] = (256, 256, 30)) -> str:
+    """Wall time of the whole ``mrsr upscale`` command (a fresh process: imports, load, network,
+    gzipped NIfTI written) on a ``shape`` scan, for every shipped model and precision."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "scan.nii.gz", Path(tmp) / "sr.nii.gz"
+        save_volume(smooth_volume(shape), src)
+        for name in sorted(shipped_weights()):
+            for precision in ("fp32", "auto"):
+                argv = ["upscale", str(src), str(out), "--model", name, "--precision", precision]
+                start = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "mrsr", *argv, "-q", "--overwrite"], check=True
+                )
+                label = (
+                    precision
+                    if precision == "fp32"
+                    else f"auto ({resolve_precision('auto', 'cpu')})"
+                )
+                rows.append([name, label, f"{time.perf_counter() - start:.1f}"])
+    size = "x".join(map(str, shape))
+    return table([f"mrsr upscale of a {size} scan: model", "precision", "s"], rows)
 
 
 _PEAK = """
@@ -254,7 +279,7 @@ def memory() -> str:
 
 def training_speed(steps: int) -> str:
     rows = []
-    for name, options in (("paper CSSFN-B2 x2", {}), ("default CSSFN x2", DEFAULT_NET)):
+    for name, options in (("paper CSSFN-B2 x2", {}), ("small CSSFN x2", SMALL_NET)):
         net = create("cssfn", scale=2, **options)
         opt = torch.optim.Adam(net.parameters(), 1e-4)
         x, y = torch.rand(16, 1, 24, 24), torch.rand(16, 1, 48, 48)
@@ -297,7 +322,7 @@ def loader_speed(train: Path, batches: int) -> str:
             smooth_volume((256, 256, 24), seed=k).as_tensor()[0].movedim(-1, 0) for k in (0, 1)
         ]
         slabs, source = [s / s.max() for s in slabs], "two smooth 256 x 256 x 24 volumes"
-    skip = _whole_slice_skip(create("cssfn", scale=2, **DEFAULT_NET))
+    skip = _whole_slice_skip(create("cssfn", scale=2, **SMALL_NET))
     options = dict(hr_noise=0.02, gamma=0.3, lowpass=0.3, upsample=skip)
     per_pair = PatchPairs(slabs, 2, 24, **options)
     halves = PatchPairs(slabs, 2, 24, on_device=True, **options)
@@ -397,7 +422,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        help="sections: engine overhead memory train quality precision cohort large loader",
+        help="sections: engine overhead memory train quality precision cohort large loader upscale",
     )
     args = parser.parse_args()
     sections = {
@@ -409,6 +434,7 @@ def main() -> None:
         "precision": lambda: precision_cost(args.heldout),
         "cohort": lambda: cohort(6 if args.quick else 20),
         "large": lambda: large_volumes((120,) if args.quick else (120, 300)),
+        "upscale": upscale_command,
         "loader": lambda: loader_speed(args.train, 2 if args.quick else 10),
     }
     print(f"machine: {describe()}")
