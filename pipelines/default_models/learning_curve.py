@@ -1,7 +1,7 @@
 """Held-out PSNR gain over zero-filling against training steps, from runs' ``val_log.csv``.
 
     python pipelines/default_models/learning_curve.py runs/curve/x2-s runs/curve/x2-m \
-        --out docs/learning_curve_x2.png
+        --out docs/learning_curve.png
 
 Each run's validation rows (the network, and the baselines at step 0) are the mean PSNR over the
 held-out volumes of its ``data.val``; the gain is the network's PSNR minus the zero-filling one

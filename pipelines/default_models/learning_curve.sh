@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The learning-curve runs behind pipelines/default_models/README.md: the default x2 (and x4)
-# config at two network sizes, validated every 1000 steps on the held-out split, one CPU
+# The learning-curve runs behind pipelines/default_models/README.md: a default config
+# at one of two network sizes, validated every 1000 steps on the held-out split, one CPU
 # thread per run, all in the background (resumable: rerun with RESUME=--resume).
 #   bash pipelines/default_models/learning_curve.sh x2-small cssfn_kspace_x2.yaml small \
 #       x2-medium cssfn_kspace_x2.yaml medium
-#   python pipelines/default_models/learning_curve.py runs/curve/x2-* --out docs/learning_curve_x2.png
+#   python pipelines/default_models/learning_curve.py runs/curve/* --out docs/learning_curve.png
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${STEPS:-8000}
