@@ -99,7 +99,8 @@ def heldout_table(
 def training_minutes(run: Path, spec: ModelSpec, name: str) -> float:
     """From the run's log; for a shipped checkpoint, its metadata or the card it had."""
     if run.is_dir():
-        log = list(csv.DictReader(open(run / "train_log.csv", encoding="utf-8")))
+        with open(run / "train_log.csv", encoding="utf-8") as f:
+            log = list(csv.DictReader(f))
         return float(log[-1]["seconds"]) / 60 if log else float("nan")
     if "minutes" in spec.info:
         return float(spec.info["minutes"])
@@ -157,8 +158,9 @@ def card(
         "",
         "PSNR (dB) / SSIM per slice, both volumes divided by the reference's 99.5th percentile,"
         " slices with more than 10 % foreground (`mrsr.metrics.slice_scores`), fp32. The"
-        " training runs selected nothing on these volumes beyond the steps and sizes reported"
-        " in `pipelines/default_models/README.md`.",
+        " training runs validated on these volumes, which chose the sizes, step counts and"
+        " training data reported in `pipelines/default_models/README.md`; nothing else was"
+        " fitted to them.",
         "",
         *_table(rows, with_source=True),
     ]
