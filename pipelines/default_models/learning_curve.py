@@ -30,6 +30,8 @@ def read_curve(run: Path) -> tuple[list[int], list[float]]:
         rows = list(csv.DictReader(f))
     base = {r["method"]: float(r["psnr"]) for r in rows if r["step"] == "0"}
     reference = base.get("zerofill", base.get("bicubic"))
+    if reference is None:
+        raise SystemExit(f"{run / 'val_log.csv'}: no baseline row at step 0 (was data.val set?)")
     curve = [
         (int(r["step"]), float(r["psnr"]) - reference) for r in rows if r["method"] not in base
     ]

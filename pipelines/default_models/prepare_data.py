@@ -138,8 +138,19 @@ def mosaic_volume(path: Path, out: Path) -> None:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     image = reader.Execute()
-    cols, _, _, rows = (int(v) for v in reader.GetMetaData("0018|1310").split("\\"))
     mosaic = sitk.GetArrayFromImage(image)[0].astype(np.float32)  # (rows x tiles, cols x tiles)
+    # AcquisitionMatrix holds the tile's two sides (frequency and phase), in either order
+    sides = [int(v) for v in reader.GetMetaData("0018|1310").split("\\") if int(v)]
+    rows, cols = next(
+        (
+            (r, c)
+            for r, c in (sides, sides[::-1])
+            if not (mosaic.shape[0] % r or mosaic.shape[1] % c)
+        ),
+        (None, None),
+    )
+    if rows is None:
+        raise SystemExit(f"{path}: a {mosaic.shape} mosaic does not divide into {sides} tiles")
     per_row = mosaic.shape[1] // cols
     tiles = [
         mosaic[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols]
