@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -25,12 +26,33 @@ from mrsr.io import atomic_path
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, Option
 
-__all__ = ["ModelSpec", "load_checkpoint", "save_checkpoint"]
+__all__ = ["ModelSpec", "load_checkpoint", "save_checkpoint", "shipped_weights", "weights_path"]
 
 DEGRADATION_GRID = {"kspace": "kspace", "bicubic": "area"}
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 FLOAT_TYPES = ("F16", "BF16", "F32", "F64")
 MAX_METADATA = 1 << 20  # characters of the JSON description
+
+
+def shipped_weights() -> dict[str, Path]:
+    """Default models bundled in ``mrsr/data/weights``, by name (file stem)."""
+    folder = resources.files("mrsr") / "data" / "weights"
+    if not folder.is_dir():
+        return {}
+    return {
+        Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".safetensors")
+    }
+
+
+def weights_path(name_or_path: str | os.PathLike) -> Path:
+    """The checkpoint file a shipped model's name or a path stands for; an error naming both
+    kinds when it is neither."""
+    shipped = shipped_weights()
+    path = shipped.get(str(name_or_path), Path(name_or_path))
+    if not path.exists():
+        names = ", ".join(sorted(shipped)) or "none yet"
+        raise MRSRError(f"{name_or_path}: neither a checkpoint file nor a shipped model ({names})")
+    return path
 
 
 @dataclass

@@ -167,6 +167,7 @@ OPTIONS: dict[str, Option] = {
     "train.ema": Option(float, 0.0, 1.0, above=True, optional=True),
     "train.precision": Option(str, choices=("fp32", "bf16")),
     "train.loss": Option(str, choices=("l1", "l2")),
+    "train.init": Option(str, optional=True),
 }
 # Constructor options of the networks (a checkpoint's spec and the config's model section):
 # bounds far above any published size, so that a crafted file cannot build a 40 GB network.

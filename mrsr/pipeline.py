@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from monai.data import MetaTensor
 
 from mrsr import networks
-from mrsr.checkpoint import ModelSpec, load_checkpoint
+from mrsr.checkpoint import ModelSpec, load_checkpoint, shipped_weights, weights_path
 from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
@@ -40,16 +39,6 @@ from mrsr.resample import resample, resample_bytes
 from mrsr.target import GridPlan, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
-
-
-def shipped_weights() -> dict[str, Path]:
-    """Default models bundled in ``mrsr/data/weights``, by name (file stem)."""
-    folder = resources.files("mrsr") / "data" / "weights"
-    if not folder.is_dir():
-        return {}
-    return {
-        Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".safetensors")
-    }
 
 
 class Pipeline:
@@ -130,20 +119,15 @@ class Pipeline:
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
         self.through_plane_budget = float(through_plane_budget)
         self.slice_thickness, self.slice_profile = slice_thickness, slice_profile
+        self.weights: Path | None = None  # the checkpoint file the network's weights came from
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
         """Load a checkpoint file, or a default model by name (see ``mrsr models``)."""
-        shipped = shipped_weights()
-        path = shipped.get(str(name_or_path), Path(name_or_path))
-        if not path.exists() and str(name_or_path) not in shipped:
-            names = ", ".join(sorted(shipped)) or "none yet"
-            raise MRSRError(
-                f"{name_or_path}: neither a checkpoint file nor a shipped model ({names})"
-            )
+        path = weights_path(name_or_path)
         spec, model = load_checkpoint(path)
         pipe = cls(model, spec.scale, degradation=spec.degradation, **kwargs)
-        pipe.spec, pipe.name = spec, Path(str(name_or_path)).name
+        pipe.spec, pipe.name, pipe.weights = spec, Path(str(name_or_path)).name, path
         return pipe
 
     @property
@@ -269,7 +253,9 @@ class Pipeline:
         """Train this pipeline's network on volumes (see ``pipelines/README.md`` for options).
 
         ``train_options`` are keys of the config's ``train`` section (``max_steps``,
-        ``batch_size``, ``patch_size``, ``lr``, ...). The best weights are loaded into this
+        ``batch_size``, ``patch_size``, ``lr``, ...). A pipeline whose weights came from a
+        checkpoint (:meth:`from_pretrained`, or an earlier ``fit``) is fine-tuned from them
+        (``init``), an untrained one starts from scratch. The best weights are loaded into this
         pipeline; returns the checkpoint path.
         """
         from mrsr.training import resolve_config
@@ -279,13 +265,14 @@ class Pipeline:
             "data": {"train": train, "val": val},
             "degradation": {"method": self.spec.degradation, "scale": self.spec.scale},
             "model": {"name": self.spec.network, **self.spec.options},
-            "train": train_options,
+            "train": {"init": None if self.weights is None else str(self.weights), **train_options},
             "output_dir": str(output_dir),
         }
         path = run(
             resolve_config(raw, origin="Pipeline.fit"), resume=resume, progress=self.progress
         )
         self.spec, self.network = load_checkpoint(path)
+        self.weights = path
         return path
 
     def evaluate(

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import phantom
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from mrsr import Pipeline
@@ -337,3 +338,61 @@ def test_a_run_degrading_on_the_device_trains_the_same_weights(workdir):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key])
+
+
+def _tiny_run(workdir, name: str, **train_keys) -> dict[str, torch.Tensor]:
+    cfg = {**TINY, "output_dir": name, "train": {**TINY["train"], **train_keys}}
+    train(resolve_config(cfg, base=workdir), progress=False)
+    return load_file(str(workdir / name / "last.safetensors"))
+
+
+def test_init_starts_from_a_checkpoint_s_weights(workdir):
+    first = _tiny_run(workdir, "first")
+    # one step at a negligible learning rate: the weights are the initial ones, to ~1e-12
+    tuned = _tiny_run(workdir, "tuned", init="first/last.safetensors", max_steps=1, lr=1e-12)
+    fresh = _tiny_run(workdir, "fresh", max_steps=1, lr=1e-12)
+    assert first.keys() == tuned.keys()
+    for key in first:
+        torch.testing.assert_close(tuned[key], first[key], rtol=0, atol=1e-8)
+    assert any(not torch.allclose(fresh[k], first[k], atol=1e-4) for k in first)
+    with safe_open(str(workdir / "tuned" / "last.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["mrsr"])["info"]["init"] == "last.safetensors"
+
+
+@pytest.mark.parametrize(
+    "init, message",
+    [
+        ("first/last.safetensors", r"holds cssfn x2 kspace .*but this run trains cssfn x2 kspace"),
+        ("nothing.safetensors", "neither a checkpoint file nor a shipped model"),
+        ("cssfn-kspace-x2", "holds cssfn x2 kspace with options"),
+    ],
+)
+def test_init_from_another_network_fails_naming_both(workdir, init, message):
+    _tiny_run(workdir, "first")
+    cfg = {**TINY, "output_dir": "other", "train": {**TINY["train"], "init": init}}
+    cfg["model"] = {**TINY["model"], "channels": 12}
+    with pytest.raises(MRSRError, match=message):
+        train(resolve_config(cfg, base=workdir), progress=False)
+    assert not (workdir / "other").exists()
+
+
+def test_init_paths_resolve_against_the_config_and_shipped_names_stay(workdir):
+    for init, expected in (
+        ("w/a.safetensors", str(workdir / "w" / "a.safetensors")),
+        ("cssfn-kspace-x2", "cssfn-kspace-x2"),
+    ):
+        cfg = {**TINY, "train": {**TINY["train"], "init": init}}
+        assert resolve_config(cfg, base=workdir)["train"]["init"] == expected
+    with pytest.raises(MRSRError, match="train.init must be a string"):
+        resolve_config({**TINY, "train": {**TINY["train"], "init": 3}}, base=workdir)
+
+
+def test_pipeline_fit_fine_tunes_a_pretrained_pipeline(workdir):
+    first = _tiny_run(workdir, "first")
+    pipe = Pipeline.from_pretrained(workdir / "first" / "last.safetensors")
+    path = pipe.fit(
+        str(workdir / "vols"), output_dir=workdir / "ft", max_steps=1, lr=1e-12, patch_size=8
+    )
+    assert pipe.weights == path and pipe.spec.info["init"] == "last.safetensors"
+    for key, value in pipe.network.state_dict().items():
+        torch.testing.assert_close(value, first[key], rtol=0, atol=1e-8)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mrsr import networks
+from mrsr.checkpoint import shipped_weights
 from mrsr.errors import MRSRError, shown
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "ema": None,
         "precision": "fp32",
         "loss": "l1",
+        "init": None,
     },
     "output_dir": "runs/mrsr",
 }
@@ -172,6 +174,9 @@ def resolve_config(
             items = [value] if isinstance(value, str) else list(value)
             cfg["data"][key] = [str(base / os.path.expanduser(str(v))) for v in items]
     cfg["output_dir"] = str(base / os.path.expanduser(cfg["output_dir"]))
+    init = cfg["train"]["init"]
+    if init is not None and init not in shipped_weights():
+        cfg["train"]["init"] = str(base / os.path.expanduser(init))
     return cfg
 
 

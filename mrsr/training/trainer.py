@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mrsr.checkpoint import ModelSpec, save_checkpoint
+from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, weights_path
 from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
@@ -186,6 +186,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
     ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
     start, best = 0, float("-inf")
+    if t["init"] and not resume:
+        _initialise(model, spec, t["init"])
     if resume:
         state = load_state(state_path)
         if _comparable(json.loads(state["config"])) != _comparable(cfg):
@@ -227,6 +229,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         "trained": True,
         "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
     }
+    if t["init"]:
+        info["init"] = Path(t["init"]).name
     bar = progress_bar(
         t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
     )
@@ -291,6 +295,26 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         logs.close()
     best_path = out / "best.safetensors"
     return best_path if best_path.exists() else last
+
+
+def _initialise(model: torch.nn.Module, spec: ModelSpec, init: str) -> None:
+    """Start from the weights of checkpoint ``init`` (``train.init``), which must hold the
+    network this run trains: same network, options, scale and degradation."""
+    path = weights_path(init)
+    found, weights = load_checkpoint(path)
+
+    def what(s: ModelSpec) -> str:
+        return f"{s.network} x{s.scale} {s.degradation} with options {s.options}"
+
+    def key(s: ModelSpec) -> tuple:
+        return s.network, s.scale, s.degradation, s.options
+
+    if key(found) != key(spec):
+        raise MRSRError(
+            f"train.init {path}: holds {what(found)}, but this run trains {what(spec)}; "
+            "initialise from a checkpoint of the same network, or change the model section"
+        )
+    model.load_state_dict(weights.state_dict())
 
 
 def degrade_on(setting: str, device: torch.device) -> str:
