@@ -32,7 +32,7 @@ from scipy.stats import wilcoxon
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.io import NIFTI_SUFFIXES, SITK_SUFFIXES, is_volume_path, load_volume
-from mrsr.metrics import foreground_mask, score
+from mrsr.metrics import foreground_mask, score, slice_scores
 from mrsr.pipeline import Pipeline
 from mrsr.transforms import CropToMultiple, degrade
 
@@ -45,6 +45,7 @@ __all__ = [
     "iter_compare",
     "iter_pairs",
     "min_p_value",
+    "model_vs_baselines",
     "pair_volumes",
     "summarize",
     "volume_name",
@@ -249,6 +250,30 @@ def baselines(scale: int, degradation: str = "kspace") -> dict[str, Pipeline]:
     """
     names = ["nearest", "bicubic"] + (["zerofill"] if degradation == "kspace" else [])
     return {name: Pipeline(name, scale, degradation=degradation) for name in names}
+
+
+def model_vs_baselines(
+    pipe: Pipeline, path: PathLike, consistency: bool = False
+) -> dict[str, dict[str, float]]:
+    """Per-slice PSNR/SSIM (:func:`mrsr.metrics.slice_scores`) of ``pipe`` and of its
+    degradation's baselines (bicubic, and zerofill for k-space) on reference volume ``path``,
+    degraded by ``pipe``'s own degradation: the default models' protocol (their cards and
+    ``tests/test_shipped_models.py``). ``consistency`` adds ``"model + data consistency"``.
+    """
+    spec = pipe.spec
+    lr, hr = degrade(load_volume(path), spec.scale, spec.degradation)
+    ref = hr.as_tensor()[0]
+    names = ["zerofill", "bicubic"] if spec.degradation == "kspace" else ["bicubic"]
+    interpolators = baselines(spec.scale, spec.degradation)
+    scores = {name: slice_scores(interpolators[name](lr).as_tensor()[0], ref) for name in names}
+    scores["model"] = slice_scores(pipe(lr).as_tensor()[0], ref)
+    if consistency and spec.degradation == "kspace":
+        before, pipe.data_consistency = pipe.data_consistency, 1.0
+        try:
+            scores["model + data consistency"] = slice_scores(pipe(lr).as_tensor()[0], ref)
+        finally:
+            pipe.data_consistency = before
+    return scores
 
 
 def min_p_value(n: int) -> float:

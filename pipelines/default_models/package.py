@@ -21,14 +21,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mrsr import __version__, metrics
-from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from mrsr.io import atomic_path, load_volume
+from mrsr import __version__
+from mrsr.checkpoint import ModelSpec, save_checkpoint
+from mrsr.evaluation import model_vs_baselines
+from mrsr.io import atomic_path
 from mrsr.pipeline import Pipeline
 from mrsr.training import load_config
-from mrsr.transforms import degrade
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "mrsr" / "data" / "weights"
 CONFIGS = Path(__file__).resolve().parent
@@ -72,28 +71,12 @@ def source(name: str) -> str:
     return SOURCES[key] if key else "(unknown)"
 
 
-def heldout_table(
-    spec: ModelSpec, model: torch.nn.Module, paths: list[Path], consistency: bool = True
-) -> list[dict]:
+def heldout_table(pipe: Pipeline, paths: list[Path], consistency: bool = True) -> list[dict]:
     """PSNR/SSIM per held-out volume of the baselines, the model (and with data consistency)."""
-    pipe = Pipeline(model, spec.scale, degradation=spec.degradation, precision="fp32")
-    pipe.spec = spec
-    baselines = ["zerofill", "bicubic"] if spec.degradation == "kspace" else ["bicubic"]
-    rows = []
-    for path in paths:
-        lr, hr = degrade(load_volume(path), spec.scale, spec.degradation)
-        ref = hr.as_tensor()[0]
-        row = {"volume": path.name.replace(".nii.gz", "")}
-        for name in baselines:
-            pred = Pipeline(name, spec.scale, degradation=spec.degradation)(lr)
-            row[name] = metrics.slice_scores(pred.as_tensor()[0], ref)
-        row["model"] = metrics.slice_scores(pipe(lr).as_tensor()[0], ref)
-        if consistency and spec.degradation == "kspace":
-            pipe.data_consistency = 1.0
-            row["model + data consistency"] = metrics.slice_scores(pipe(lr).as_tensor()[0], ref)
-            pipe.data_consistency = 0.0
-        rows.append(row)
-    return rows
+    return [
+        {"volume": path.name.replace(".nii.gz", ""), **model_vs_baselines(pipe, path, consistency)}
+        for path in paths
+    ]
 
 
 def training_minutes(run: Path, spec: ModelSpec, name: str) -> float:
@@ -189,9 +172,12 @@ def main() -> None:
     args = parser.parse_args()
     shipped = args.run.suffix == ".safetensors"
     name = args.name or (args.run.stem if shipped else args.run.name)
-    spec, model = load_checkpoint(args.run if shipped else args.run / "last.safetensors")
-    rows = heldout_table(spec, model, sorted(args.heldout.glob("*.nii.gz")))
-    bundled = heldout_table(spec, model, list(BUNDLED.values()), consistency=False)
+    pipe = Pipeline.from_pretrained(
+        args.run if shipped else args.run / "last.safetensors", precision="fp32"
+    )
+    spec, model = pipe.spec, pipe.network
+    rows = heldout_table(pipe, sorted(args.heldout.glob("*.nii.gz")))
+    bundled = heldout_table(pipe, list(BUNDLED.values()), consistency=False)
     params = sum(p.numel() for p in model.parameters())
     minutes = training_minutes(args.run, spec, name)
     text, headline = card(name, spec, minutes, rows, bundled, params)
