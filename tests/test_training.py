@@ -396,3 +396,16 @@ def test_pipeline_fit_fine_tunes_a_pretrained_pipeline(workdir):
     assert pipe.weights == path and pipe.spec.info["init"] == "last.safetensors"
     for key, value in pipe.network.state_dict().items():
         torch.testing.assert_close(value, first[key], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "last.safetensors", "state.safetensors"])
+def test_a_new_run_never_replaces_a_checkpoint_in_its_output_dir(workdir, name):
+    _tiny_run(workdir, "first")
+    (workdir / "mine").mkdir()
+    kept = workdir / "mine" / name
+    kept.write_bytes((workdir / "first" / name).read_bytes())
+    before = kept.read_bytes()
+    cfg = {**TINY, "output_dir": "mine", "train": {**TINY["train"], "init": f"mine/{name}"}}
+    with pytest.raises(MRSRError, match=f"holds a training run already \\({name}\\)"):
+        train(resolve_config(cfg, base=workdir), progress=False)
+    assert kept.read_bytes() == before and sorted(p.name for p in kept.parent.iterdir()) == [name]

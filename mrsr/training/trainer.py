@@ -41,6 +41,8 @@ from mrsr.transforms import degrade
 
 __all__ = ["train"]
 
+# What a run writes into output_dir besides its logs; a new run never replaces them.
+RUN_FILES = ("last.safetensors", "best.safetensors", "state.safetensors")
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = ("max_steps", "val_every", "log_every", "num_workers", "device", "degrade_on")
 
@@ -155,10 +157,12 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     state_path = out / "state.safetensors"
     if resume and not state_path.is_file():
         raise MRSRError(f"{state_path}: nothing to resume from (no training state)")
-    if not resume and state_path.exists():
+    written = [out / n for n in RUN_FILES]
+    if not resume and any(p.exists() for p in written):
+        found = ", ".join(p.name for p in written if p.exists())
         raise MRSRError(
-            f"{out}: holds a training run already; pass --resume to continue it, or choose "
-            "another output_dir"
+            f"{out}: holds a training run already ({found}); pass --resume to continue it, or "
+            "choose another output_dir"
         )
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
     deg = cfg["degradation"]
@@ -200,8 +204,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         start, best = state["step"], state["best"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("last.safetensors", "best.safetensors", "state.safetensors"):
-            remove_stale_temporaries(out / name)  # left by a run killed while saving
+        for path in written:
+            remove_stale_temporaries(path)  # left by a run killed while saving
         logs = Logs(out, resume)
         validator = (
             Validator(volume_paths(cfg["data"]["val"], "data.val"), spec, device)
