@@ -356,7 +356,10 @@ def test_init_starts_from_a_checkpoint_s_weights(workdir):
         torch.testing.assert_close(tuned[key], first[key], rtol=0, atol=1e-8)
     assert any(not torch.allclose(fresh[k], first[k], atol=1e-4) for k in first)
     with safe_open(str(workdir / "tuned" / "last.safetensors"), framework="pt") as f:
-        assert json.loads(f.metadata()["mrsr"])["info"]["init"] == "last.safetensors"
+        assert json.loads(f.metadata()["mrsr"])["info"]["init"] == {
+            "file": "last.safetensors",
+            "steps": 6,
+        }
 
 
 @pytest.mark.parametrize(
@@ -393,7 +396,7 @@ def test_pipeline_fit_fine_tunes_a_pretrained_pipeline(workdir):
     path = pipe.fit(
         str(workdir / "vols"), output_dir=workdir / "ft", max_steps=1, lr=1e-12, patch_size=8
     )
-    assert pipe.weights == path and pipe.spec.info["init"] == "last.safetensors"
+    assert pipe.weights == path and pipe.spec.info["init"]["file"] == "last.safetensors"
     for key, value in pipe.network.state_dict().items():
         torch.testing.assert_close(value, first[key], rtol=0, atol=1e-8)
 

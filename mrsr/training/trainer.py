@@ -190,8 +190,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
     ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
     start, best = 0, float("-inf")
-    if t["init"] and not resume:
-        _initialise(model, spec, t["init"])
+    init = _initialise(model, spec, t["init"]) if t["init"] else None
     if resume:
         state = load_state(state_path)
         if _comparable(json.loads(state["config"])) != _comparable(cfg):
@@ -233,8 +232,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         "trained": True,
         "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
     }
-    if t["init"]:
-        info["init"] = Path(t["init"]).name
+    if init is not None:
+        info["init"] = init
     bar = progress_bar(
         t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
     )
@@ -301,9 +300,11 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     return best_path if best_path.exists() else last
 
 
-def _initialise(model: torch.nn.Module, spec: ModelSpec, init: str) -> None:
-    """Start from the weights of checkpoint ``init`` (``train.init``), which must hold the
-    network this run trains: same network, options, scale and degradation."""
+def _initialise(model: torch.nn.Module, spec: ModelSpec, init: str) -> dict:
+    """Load the weights of checkpoint ``init`` (``train.init``), which must hold the network
+    this run trains: same network, options, scale and degradation. Returns what the
+    checkpoints record of it: file name and steps trained (a resumed run then overwrites the
+    weights with its own)."""
     path = weights_path(init)
     found, weights = load_checkpoint(path)
 
@@ -319,6 +320,7 @@ def _initialise(model: torch.nn.Module, spec: ModelSpec, init: str) -> None:
             "initialise from a checkpoint of the same network, or change the model section"
         )
     model.load_state_dict(weights.state_dict())
+    return {"file": path.name, "steps": found.info.get("steps")}
 
 
 def degrade_on(setting: str, device: torch.device) -> str:
