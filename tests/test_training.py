@@ -21,6 +21,7 @@ from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.training import load_config, resolve_config, train
 from mrsr.training.data import PatchPairs
+from mrsr.training.state import load_state, save_state
 from mrsr.training.trainer import StepIndices
 from mrsr.transforms import KSpaceTruncation
 
@@ -71,6 +72,8 @@ def test_resume_is_exact(workdir):
     train(straight, progress=False)
     halves = resolve_config(TINY, ["train.max_steps=3"], base=workdir)
     train(halves, progress=False)
+    state_path = workdir / "run" / "state.safetensors"
+    save_state(state_path, {**load_state(state_path), "seconds": 1000.0})  # a long first half
     halves["train"]["max_steps"] = 6
     train(halves, resume=True, progress=False)
     a = load_file(str(workdir / "straight" / "last.safetensors"))
@@ -81,6 +84,7 @@ def test_resume_is_exact(workdir):
     # and the first half really was a different (earlier) model
     train_log = (workdir / "run" / "train_log.csv").read_text(encoding="utf-8").splitlines()
     assert [row.split(",")[0] for row in train_log[1:]] == ["3", "6"]
+    assert float(train_log[2].split(",")[3]) >= 1000.0  # the time counts both halves
 
 
 def test_step_indices_give_each_rank_its_own_samples():

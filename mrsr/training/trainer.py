@@ -189,7 +189,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
     ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
-    start, best = 0, float("-inf")
+    start, best, trained = 0, float("-inf"), 0.0
     init = _initialise(model, spec, t["init"]) if t["init"] else None
     if resume:
         state = load_state(state_path)
@@ -201,6 +201,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         torch.set_rng_state(state["rng"])
         ema = state.get("ema") or ema
         start, best = state["step"], state["best"]
+        trained = float(state.get("seconds", 0.0))  # before this resumption
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         for path in written:
@@ -238,7 +239,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
     )
     model.train()
-    began, window = time.time(), []
+    began, window = time.time() - trained, []  # the logs' seconds count the whole run
     last = out / "last.safetensors"
     for step, batch in enumerate(loader, start=start + 1):
         lr_batch, hr_batch, *skip = (
@@ -283,6 +284,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
                 {
                     "step": step,
                     "best": best,
+                    "seconds": time.time() - began,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
