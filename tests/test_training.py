@@ -234,7 +234,7 @@ def test_pipeline_fit_trains_and_loads_the_weights(workdir):
 
 
 def test_shipped_pipeline_configs_are_valid():
-    configs = sorted((ROOT / "pipelines").glob("*.yaml"))
+    configs = sorted((ROOT / "pipelines").rglob("*.yaml"))
     assert len(configs) >= 3
     for path in configs:
         cfg = load_config(path)
@@ -246,6 +246,10 @@ def test_shipped_pipeline_configs_are_valid():
             {k: v for k, v in cfg["model"].items() if k != "name"},
         )
         assert spec.build().scale == cfg["degradation"]["scale"]
+        if path.stem.endswith("_finetune"):  # the second stage starts where the first ended
+            first = load_config(path.with_name(path.stem.removesuffix("_finetune") + ".yaml"))
+            assert Path(cfg["train"]["init"]) == Path(first["output_dir"]) / "last.safetensors"
+            assert cfg["model"] == first["model"] and cfg["data"] == first["data"]
 
 
 def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
@@ -416,3 +420,35 @@ def test_a_new_run_never_replaces_a_checkpoint_in_its_output_dir(workdir, name):
     with pytest.raises(MRSRError, match=f"holds a training run already \\({name}\\)"):
         train(resolve_config(cfg, base=workdir), progress=False)
     assert kept.read_bytes() == before and sorted(p.name for p in kept.parent.iterdir()) == [name]
+
+
+def test_a_config_extends_another_whose_paths_stay_its_own(workdir):
+    (workdir / "base").mkdir()
+    parent = write_config(workdir / "base", {**TINY, "data": {"train": "../vols"}}, "parent.yaml")
+    child = workdir / "child.yaml"
+    child.write_text(
+        "extends: base/parent.yaml\ntrain: {max_steps: 2, init: run/last.safetensors}\n"
+        "output_dir: tuned\n"
+    )
+    cfg = load_config(child)
+    assert Path(cfg["data"]["train"][0]).resolve() == (workdir / "vols").resolve()
+    assert cfg["train"]["max_steps"] == 2 and cfg["train"]["batch_size"] == 4  # merged
+    assert cfg["train"]["init"] == str(workdir.resolve() / "run" / "last.safetensors")
+    assert cfg["output_dir"] == str(workdir.resolve() / "tuned")
+    assert load_config(parent)["output_dir"] == str((workdir / "base").resolve() / "run")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("extends: c.yaml\n", "leads back to c.yaml"),
+        ("extends: d.yaml\n", "leads back to c.yaml"),
+        ("extends: [a, b]\n", "extends must be the path of another config"),
+        ("extends: none.yaml\n", "none.yaml: no such config file"),
+    ],
+)
+def test_extends_loops_and_bad_values_are_refused(workdir, text, message):
+    (workdir / "c.yaml").write_text(text)
+    (workdir / "d.yaml").write_text("extends: c.yaml\n")
+    with pytest.raises(MRSRError, match=message):
+        load_config(workdir / "c.yaml")

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
 }
 NUMBER = (int, float)
 MAX_CONFIG_BYTES = 1 << 20
+MAX_EXTENDS = 8  # configs in one chain of ``extends``
 MAX_NODES = 100_000  # YAML nodes after alias expansion: a billion laughs has 10**9
 
 
@@ -127,6 +128,29 @@ def _merge(base: dict, update: Mapping) -> dict:
     return out
 
 
+def _absolute_paths(cfg: dict, base: Path) -> dict:
+    """``cfg`` with its relative paths (data, ``output_dir``, ``train.init`` unless a shipped
+    model's name) made absolute against ``base``; values of the wrong type are left to the
+    checks."""
+
+    def absolute(value: Any) -> Any:
+        return str(base / os.path.expanduser(value)) if isinstance(value, str) else value
+
+    data, train = cfg.get("data"), cfg.get("train")
+    if isinstance(data, dict):
+        for key in ("train", "val"):
+            value = data.get(key)
+            if isinstance(value, str):
+                data[key] = [absolute(value)]
+            elif isinstance(value, list):
+                data[key] = [absolute(v) for v in value]
+    if "output_dir" in cfg:
+        cfg["output_dir"] = absolute(cfg["output_dir"])
+    if isinstance(train, dict) and train.get("init") not in (None, *shipped_weights()):
+        train["init"] = absolute(train["init"])
+    return cfg
+
+
 def resolve_config(
     raw: Mapping, overrides: Sequence[str] = (), origin: str = "config", base: Path | None = None
 ) -> dict:
@@ -167,22 +191,18 @@ def resolve_config(
         items = [] if value is None else [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise MRSRError(f"{origin}: data.{key} must be a path or a list of paths")
-    base = base or Path.cwd()
-    for key in ("train", "val"):
-        value = cfg["data"][key]
-        if value is not None:
-            items = [value] if isinstance(value, str) else list(value)
-            cfg["data"][key] = [str(base / os.path.expanduser(str(v))) for v in items]
-    cfg["output_dir"] = str(base / os.path.expanduser(cfg["output_dir"]))
-    init = cfg["train"]["init"]
-    if init is not None and init not in shipped_weights():
-        cfg["train"]["init"] = str(base / os.path.expanduser(init))
-    return cfg
+    return _absolute_paths(cfg, base or Path.cwd())
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     """Read a YAML config file and resolve it (see :func:`resolve_config`)."""
     p = Path(path)
+    return resolve_config(_read(p, ()), overrides, str(p), p.resolve().parent)
+
+
+def _read(p: Path, chain: tuple[Path, ...]) -> dict:
+    """The mapping in config file ``p``, merged over the file its ``extends`` key names (whose
+    relative paths are made absolute against its own folder first)."""
     if not p.is_file():
         raise MRSRError(f"{p}: no such config file")
     if p.stat().st_size > MAX_CONFIG_BYTES:
@@ -194,4 +214,16 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     raw = safe_yaml(text, str(p)) or {}
     if not isinstance(raw, Mapping):
         raise MRSRError(f"{p}: a config is a mapping of sections")
-    return resolve_config(raw, overrides, str(p), p.resolve().parent)
+    raw = dict(raw)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise MRSRError(f"{p}: extends must be the path of another config, got {shown(parent)}")
+    here = p.resolve()
+    base = (here.parent / os.path.expanduser(parent)).resolve()
+    if base in (*chain, here):
+        raise MRSRError(f"{p}: extends {shown(parent)} leads back to {base.name}; refused")
+    if len(chain) >= MAX_EXTENDS:
+        raise MRSRError(f"{p}: more than {MAX_EXTENDS} configs extend one another; refused")
+    return _merge(_absolute_paths(_read(base, (*chain, here)), base.parent), raw)

@@ -111,7 +111,10 @@ def card(
     name: str, spec: ModelSpec, minutes: float, rows: list[dict], bundled: list[dict], params: int
 ) -> tuple[str, str]:
     """The card's Markdown and a one-line headline."""
-    config = load_config(CONFIGS / f"{name.replace('-', '_')}.yaml")
+    stem = name.replace("-", "_")
+    init = spec.info.get("init")  # fine-tuned from the weights of the first config's run
+    config_name = f"{stem}_finetune.yaml" if init else f"{stem}.yaml"
+    config = load_config(CONFIGS / config_name)
     augment = ", ".join(f"{k} {v}" for k, v in config["augment"].items())
     base = "zerofill" if spec.degradation == "kspace" else "bicubic"
     gain = np.mean([r["model"]["psnr"] - r[base]["psnr"] for r in rows])
@@ -128,9 +131,16 @@ def card(
         "",
         "## Training",
         "",
-        f"{spec.info.get('steps')} steps of batch 16 (24 x 24 low-resolution patches), L1, Adam,"
-        f" config `pipelines/default_models/{name.replace('-', '_')}.yaml`, {minutes:.0f} min on "
-        f"one thread of a {platform.machine()} CPU. Augmentation of the high-resolution slice "
+        (
+            f"{init['steps']} steps with config `pipelines/default_models/{stem}.yaml`, then "
+            f"{spec.info.get('steps')} steps from those weights (`train.init`) with "
+            f"`pipelines/default_models/{config_name}`, {minutes:.0f} min for the second stage"
+            if init
+            else f"{spec.info.get('steps')} steps with config "
+            f"`pipelines/default_models/{config_name}`, {minutes:.0f} min"
+        )
+        + f" on one thread of a {platform.machine()} CPU; batch 16 of 24 x 24 low-resolution "
+        f"patches, L1, Adam. Augmentation of the high-resolution slice "
         f"before degradation: flips, quarter turns, {augment} (`pipelines/README.md`). "
         "Training volumes (built by "
         "`pipelines/default_models/prepare_data.py`):",
