@@ -6,7 +6,8 @@
 Each run's validation rows (the network, and the baselines at step 0) are the mean PSNR over the
 held-out volumes of its ``data.val``; the gain is the network's PSNR minus the zero-filling one
 (bicubic for bicubic-degradation runs). Draws one line per run, labelled with the run folder's
-name and the network's parameter count, and prints the same numbers as a Markdown table.
+name and the network's parameter count, and prints the same numbers as a Markdown table. A run
+started from another's weights (``train.init``) is drawn from the steps those had trained.
 """
 
 from __future__ import annotations
@@ -25,17 +26,26 @@ from safetensors import safe_open  # noqa: E402
 
 
 def read_curve(run: Path) -> tuple[list[int], list[float]]:
-    """(steps, PSNR gain in dB) of one run's validations."""
+    """(steps, PSNR gain in dB) of one run's validations, counting its initial weights' steps."""
     with open(run / "val_log.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     base = {r["method"]: float(r["psnr"]) for r in rows if r["step"] == "0"}
     reference = base.get("zerofill", base.get("bicubic"))
     if reference is None:
         raise SystemExit(f"{run / 'val_log.csv'}: no baseline row at step 0 (was data.val set?)")
+    first = (_info(run).get("init") or {}).get("steps") or 0
     curve = [
-        (int(r["step"]), float(r["psnr"]) - reference) for r in rows if r["method"] not in base
+        (first + int(r["step"]), float(r["psnr"]) - reference)
+        for r in rows
+        if r["method"] not in base
     ]
     return [s for s, _ in curve], [g for _, g in curve]
+
+
+def _info(run: Path) -> dict:
+    """The ``info`` of the run's last checkpoint (its mrsr metadata)."""
+    with safe_open(str(run / "last.safetensors"), "pt") as f:
+        return json.loads(f.metadata()["mrsr"]).get("info", {})
 
 
 def parameters(run: Path) -> int:
