@@ -40,7 +40,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
   mrsr train pipelines/cpu_small_kspace_x2.yaml
   mrsr train my.yaml --set train.max_steps=5000 --set data.train=/data/ixi/t2
   mrsr train my.yaml --resume
-  mrsr train pipelines/default_models/cssfn_kspace_x2.yaml --set train.init=cssfn-kspace-x2 \
+  mrsr train pipelines/default_models/cssfn_kspace_x2.yaml --set train.init=cssfn-kspace-x2 \\
       --set data.train=/data/mine --set data.val=/data/mine_heldout   # fine-tune a default model
   torchrun --nproc_per_node=4 -m mrsr train pipelines/ixi_td_x2.yaml --set train.device=cuda""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
