@@ -33,7 +33,7 @@ def read_curve(run: Path) -> tuple[list[int], list[float]]:
     reference = base.get("zerofill", base.get("bicubic"))
     if reference is None:
         raise SystemExit(f"{run / 'val_log.csv'}: no baseline row at step 0 (was data.val set?)")
-    first = (_info(run).get("init") or {}).get("steps") or 0
+    first = initial_steps(run)
     curve = [
         (first + int(r["step"]), float(r["psnr"]) - reference)
         for r in rows
@@ -42,10 +42,12 @@ def read_curve(run: Path) -> tuple[list[int], list[float]]:
     return [s for s, _ in curve], [g for _, g in curve]
 
 
-def _info(run: Path) -> dict:
-    """The ``info`` of the run's last checkpoint (its mrsr metadata)."""
+def initial_steps(run: Path) -> int:
+    """Steps its initial weights had trained (``train.init``; 0 for a run from scratch), from
+    the mrsr metadata of the run's last checkpoint."""
     with safe_open(str(run / "last.safetensors"), "pt") as f:
-        return json.loads(f.metadata()["mrsr"]).get("info", {})
+        info = json.loads(f.metadata()["mrsr"]).get("info", {})
+    return (info.get("init") or {}).get("steps") or 0
 
 
 def parameters(run: Path) -> int:
@@ -63,19 +65,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="held-out PSNR gain over zero-filling")
     args = parser.parse_args()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.6, 4.4), dpi=120)
     table = {}
     for run in args.runs:
         steps, gains = read_curve(run)
         label = f"{run.name} ({parameters(run) / 1e3:.0f} k parameters)"
-        ax.plot(steps, gains, marker="o", markersize=3, label=label)
+        style = "--" if initial_steps(run) else "-"  # a second stage, dashed
+        ax.plot(steps, gains, style, marker="o", markersize=3, label=label)
         table[label] = dict(zip(steps, gains))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("training steps (batch 16)")
     ax.set_ylabel("PSNR gain (dB)")
     ax.set_title(args.title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
