@@ -107,17 +107,28 @@ class OutputPlan:
         return path.resolve() in self.protected or _key(path) in self.protected
 
 
+WRITE_PROBE = ".mrsr-write-test."
+
+
 def _lock_path(output: Path) -> Path:
     return output.parent / f".{output.name}.lock"
 
 
 def _check_writable(folder: Path) -> None:
+    """Refuse a folder where no file can be created, by creating one; removes it, and any
+    such probe a run killed meanwhile left (a live run's vanishing early does no harm)."""
     try:
-        fd, trial = tempfile.mkstemp(prefix=".mrsr-write-test.", dir=folder)
+        fd, _ = tempfile.mkstemp(prefix=WRITE_PROBE, dir=folder)
     except OSError as exc:
         raise MRSRError(f"{folder}: cannot write here ({exc.strerror})") from exc
     os.close(fd)
-    os.unlink(trial)
+    _remove_probes(folder)
+
+
+def _remove_probes(folder: Path) -> None:
+    for probe in folder.glob(f"{WRITE_PROBE}*"):
+        with contextlib.suppress(OSError):  # gone already, or a read-only folder
+            probe.unlink(missing_ok=True)
 
 
 def plan_outputs(
@@ -190,6 +201,8 @@ def plan_outputs(
     for out in plan.finished:  # a kill after its rename left its lock, maybe temporaries
         with contextlib.suppress(OutputBusy), claim(out, plan):
             pass
+    for folder in {out.resolve().parent for out in plan.finished}:
+        _remove_probes(folder)
     return plan
 
 

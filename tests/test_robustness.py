@@ -485,3 +485,21 @@ def test_a_kill_after_the_rename_leaves_no_lock_behind_a_finished_output(tmp_pat
     finally:
         held.close()
     assert names == [".s1.nii.gz.lock", "s0.json", "s0.nii.gz", "s1.json", "s1.nii.gz"]
+
+
+@pytest.mark.parametrize("new_input", [False, True])
+def test_a_rerun_removes_the_write_probe_a_killed_run_left(tmp_path, new_input):
+    """A kill while the output folder's write probe exists leaves it; the next run removes it,
+    whether it has outputs to write there or finds them all finished."""
+    from mrsr.cli import main
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    nib.save(nib.Nifti1Image(phantom((12, 10, 3)), np.eye(4)), str(src / "s0.nii.gz"))
+    assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
+    (dst / ".mrsr-write-test.k1ll3d").write_bytes(b"")
+    if new_input:
+        nib.save(nib.Nifti1Image(phantom((12, 10, 3)), np.eye(4)), str(src / "s1.nii.gz"))
+    assert main(["upscale", str(src), str(dst), "--model", "zerofill", "-q"]) == 0
+    expected = ["s0.json", "s0.nii.gz"] + (["s1.json", "s1.nii.gz"] if new_input else [])
+    assert sorted(os.listdir(dst)) == expected
