@@ -226,6 +226,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, torch.nn.Module
             check_fits(8 * n, f"{p}: a network of {n} weights")
             _check_tensors(f, skeleton, p, spec.network)
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except MRSRError:
+        raise
     except (SafetensorError, OSError, ValueError) as exc:
         raise MRSRError(f"{p}: not a readable safetensors checkpoint ({exc})") from exc
     broken = [k for k, v in state.items() if not torch.isfinite(v).all()]

@@ -14,11 +14,12 @@ _REPR.maxlevel = 2
 MAX_MESSAGE = 600
 
 
-class MRSRError(Exception):
+class MRSRError(ValueError):
     """A user-facing problem; the message names the file or option and says what to do.
 
-    The command line prints it on one line and exits with code 2; internal bugs raise other
-    exceptions and keep their traceback.
+    A :class:`ValueError`, so that ``except ValueError`` code keeps working. The command line
+    prints it on one line and exits with code 2; any other exception (a bare ``ValueError``
+    included) is an internal bug, shown as ``unexpected ...``.
     """
 
 

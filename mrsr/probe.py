@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import math
 import re
 import zlib
@@ -30,8 +31,9 @@ import SimpleITK as sitk
 
 from mrsr.errors import MRSRError, shown
 from mrsr.memory import human
+from mrsr.progress import warn
 
-__all__ = ["VolumeInfo", "data_files", "probe_volume"]
+__all__ = ["VolumeInfo", "data_files", "nifti_affine", "probe_volume"]
 
 DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can expand (RFC 1951: 258 bytes per 2 bits)
 _HEADER_BYTES = 1 << 16  # detached headers are read up to this size
@@ -104,6 +106,35 @@ def _check_finite(values: dict[str, np.ndarray], path: Path) -> None:
 def _read_prefix(path: Path, size: int, compressed: bool) -> bytes:
     with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
         return f.read(size)
+
+
+def _sizes(affine: np.ndarray) -> str:
+    return "x".join(f"{v:.3g}" for v in np.linalg.norm(affine[:3, :3], axis=0))
+
+
+def nifti_affine(header: nib.Nifti1Header, path: Path) -> tuple[np.ndarray, int]:
+    """The voxel-to-RAS affine of a NIfTI header, chosen as nibabel and FSL choose it (the sform
+    when its code is set, else the qform when its code is set, else pixdim scaling), and the
+    code of the form it came from (0 for pixdim scaling).
+
+    Warns, naming ``path``, when both forms are set and place a corner of the grid more than
+    the smallest voxel apart (a registration tool rewrote one and not the other).
+    """
+    affine = header.get_best_affine()
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code > 0 and qform_code > 0:
+        qform = header.get_qform()
+        shape = (tuple(header.get_data_shape()[:3]) + (1, 1))[:3]
+        corners = np.array([(*c, 1) for c in itertools.product(*[(0, n - 1) for n in shape])])
+        apart = float(np.linalg.norm((affine - qform)[:3] @ corners.T, axis=0).max())
+        voxel = float(np.linalg.norm(np.hstack([affine[:3, :3], qform[:3, :3]]), axis=0).min())
+        if apart > voxel:
+            warn(
+                f"{path}: its sform and qform disagree (corners of the grid up to {apart:.3g} mm "
+                f"apart; voxels {_sizes(affine)} and {_sizes(qform)} mm); using the sform "
+                f"(code {sform_code}), as nibabel and FSL do"
+            )
+    return affine, sform_code or qform_code
 
 
 def _probe_nifti(path: Path) -> VolumeInfo:
@@ -347,6 +378,8 @@ def _probe_dicom(folder: Path) -> VolumeInfo:
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
         reader.ReadImageInformation()
+    except MRSRError:
+        raise
     except (RuntimeError, ValueError) as exc:
         raise MRSRError(f"{folder}: cannot be read as a DICOM series ({shown(str(exc))})") from exc
     size = list(reader.GetSize())
