@@ -8,7 +8,9 @@ divided by the scale on the two in-plane axes, voxel 0 placed per the model's sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import torch
@@ -17,15 +19,23 @@ from monai.data import MetaTensor
 from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
-from mrsr.intensity import DEFAULT_NORMALISATION, intensity_window
+from mrsr.intensity import (
+    DEFAULT_NORMALISATION,
+    clamp_nonnegative,
+    clamps,
+    intensity_window,
+    project_in_range,
+    range_facts,
+    relative_residual,
+)
 from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
+from mrsr.provenance import add_facts
 
 __all__ = [
     "PRECISIONS",
-    "clamp_nonnegative",
     "peak_bytes",
     "super_resolve",
     "sr_affine",
@@ -34,13 +44,7 @@ __all__ = [
 PRECISIONS = ("fp32", "bf16")
 
 
-def clamp_nonnegative(out: torch.Tensor, source: torch.Tensor, nonnegative: bool | None) -> None:
-    """Clamp ``out`` at 0 in place when ``nonnegative``, or (``None``) when ``source``, the
-    channel it was made from, has no negative value (magnitude MR)."""
-    if nonnegative or (nonnegative is None and float(source.min()) >= 0):
-        out.clamp_(min=0.0)
-
-
+_CONSISTENCY_ITERATIONS = 10  # alternations of data consistency and the clamp at 0
 _BATCH_VOXELS = 1 << 20  # output voxels per batch at most: bounds the transients of big slices
 
 
@@ -132,8 +136,10 @@ def super_resolve(
     (:func:`mrsr.kspace.data_consistency`); 1 makes the output reproduce the input exactly
     when degraded again. ``nonnegative`` clamps the output at 0 (``None``: for each channel
     whose input has no negative voxel, as magnitude MR data; the ringing of a sharp edge
-    against a zero background would otherwise go below 0). The clamp comes after data
-    consistency, which then holds exactly wherever nothing was clamped.
+    against a zero background would otherwise go below 0). With both, the output alternates
+    between the two (:func:`mrsr.intensity.project_in_range`), ending clamped; how consistent
+    it is, the relative RMS difference between the input and the output degraded again, is
+    recorded as ``meta["mrsr_facts"]["consistency_residual"]``, with ``"clamped_at_zero"``.
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
@@ -176,9 +182,11 @@ def super_resolve(
         bar = progress_bar(
             data.shape[0] * data.shape[1 + axis], "super-resolving", "slice", enabled=progress
         )
-        bad = 0
+        bad, residual, clamped = 0, [0.0, 0.0], []
         for channel, target in zip(data, result):
             lo, hi = intensity_window(channel, normalisation)
+            clamped.append(clamps(channel, nonnegative))
+            floor = -lo / (hi - lo) if clamped[-1] else None
             slices = channel.movedim(axis, 0)  # (S, H, W), a view: normalised batch by batch
             n, h, w = slices.shape
             out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
@@ -204,7 +212,22 @@ def super_resolve(
                 y = y[:, :1].float()
                 if data_consistency:
                     centre = batch[:, k // 2 : k // 2 + 1].float()
-                    y = kspace.data_consistency(y, centre, dims=(-2, -1), weight=data_consistency)
+                    y = project_in_range(
+                        y,
+                        partial(
+                            kspace.data_consistency,
+                            lr=centre,
+                            dims=(-2, -1),
+                            weight=data_consistency,
+                        ),
+                        floor,
+                        iterations=_CONSISTENCY_ITERATIONS if data_consistency == 1 else 1,
+                    )
+                    offset = lo / (hi - lo)  # input units up to a factor: the ratio is exact
+                    again = kspace.truncate(y + offset, centre.shape[-2:], (-2, -1))
+                    error, norm = relative_residual(centre + offset, again)
+                    residual[0] += error
+                    residual[1] += norm
                 bad += int((~torch.isfinite(y)).sum())
                 out[start:stop] = y[:, 0].cpu()
                 bar.update(stop - start)
@@ -219,4 +242,8 @@ def super_resolve(
         )
     result = MetaTensor(result, meta=dict(volume.meta))
     result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))
+    facts = range_facts(clamped)
+    if data_consistency:
+        facts["consistency_residual"] = round(math.sqrt(residual[0] / max(residual[1], 1e-30)), 6)
+    add_facts(result, facts)
     return result

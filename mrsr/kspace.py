@@ -55,21 +55,28 @@ def _gain(num: Sequence[int], den: Sequence[int]) -> float:
 
 
 def truncate(
-    x: torch.Tensor, sizes: Sequence[int], dims: Sequence[int], zero_filled: bool = False
+    x: torch.Tensor,
+    sizes: Sequence[int],
+    dims: Sequence[int],
+    zero_filled: bool = False,
+    magnitude: bool = True,
 ) -> torch.Tensor:
-    """Keep the central ``sizes`` block of the spectrum of ``x`` along ``dims``; magnitude image.
+    """Keep the central ``sizes`` block of the spectrum of ``x`` along ``dims``.
 
     The inverse transform runs on the small grid (shape ``sizes`` along ``dims``), scaled so that
     a flat region keeps its value. With ``zero_filled=True`` the block is zero-filled back to the
     original size before the inverse transform instead (same grid as ``x``; the display or
-    VDSR-style input).
+    VDSR-style input). The complex image becomes its magnitude, as a scanner's magnitude image,
+    or with ``magnitude=False`` its real part, which keeps the sign of a signed ``x`` (phase or
+    difference maps: the real image whose k-space was truncated).
     """
     dims = [d % x.ndim for d in dims]
+    part = torch.abs if magnitude else torch.real
     block = _crop(_spectrum(x, dims), sizes, dims)
     if zero_filled:
-        return _image(_pad(block, [x.shape[d] for d in dims], dims), dims).abs().to(x.dtype)
+        return part(_image(_pad(block, [x.shape[d] for d in dims], dims), dims)).to(x.dtype)
     gain = _gain(sizes, [x.shape[d] for d in dims])
-    return (_image(block, dims).abs() * gain).to(x.dtype)
+    return (part(_image(block, dims)) * gain).to(x.dtype)
 
 
 def zero_fill(x: torch.Tensor, sizes: Sequence[int], dims: Sequence[int]) -> torch.Tensor:

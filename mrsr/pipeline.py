@@ -26,7 +26,8 @@ from mrsr import networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint, shipped_weights, weights_path
 from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import slice_axis, spacing
-from mrsr.inference import clamp_nonnegative, peak_bytes, super_resolve
+from mrsr.inference import peak_bytes, super_resolve
+from mrsr.intensity import clamp_volume, range_facts
 from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
 from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
@@ -34,7 +35,7 @@ from mrsr.metrics import score
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
 from mrsr.progress import note
-from mrsr.provenance import record
+from mrsr.provenance import add_facts, record
 from mrsr.resample import resample, resample_bytes
 from mrsr.target import GridPlan, plan_grid, target_grid
 
@@ -216,13 +217,13 @@ class Pipeline:
                 profile=self.slice_profile,
                 fine_spacing=plan.through_plane,
                 axis=plan.axis,
+                nonnegative=self.nonnegative,
                 batch_size=self.batch_size,
                 device=self.device,
                 progress=self.progress,
             )
         result = resample(result, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
-        for out, source in zip(result.as_tensor(), volume.as_tensor()):
-            clamp_nonnegative(out, source, self.nonnegative)
+        add_facts(result, range_facts(clamp_volume(result, volume, self.nonnegative)))
         return result
 
     def _run(self, volume: MetaTensor) -> MetaTensor:
@@ -420,7 +421,6 @@ class Pipeline:
             "precision": self.precision,
             "tta": self.tta,
             "data_consistency": self.data_consistency,
-            "clamped_at_zero": self.nonnegative,
             "grid_plan": None if grid is None else grid.describe(),
             "through_plane_budget_s": self.through_plane_budget if grid else None,
             "slice_thickness_mm": thickness if grid and grid.through_plane else None,

@@ -21,7 +21,10 @@ import numpy as np
 
 from mrsr import __version__
 
+FACTS = "mrsr_facts"  # meta key: what a step measured about its result, for the record
+
 __all__ = [
+    "add_facts",
     "check_sidecar",
     "is_ours",
     "record",
@@ -51,9 +54,16 @@ def _grid(volume: Any) -> dict:
     }
 
 
+def add_facts(volume: Any, facts: Mapping[str, Any]) -> None:
+    """Note in ``volume``'s meta what the step that made it measured or decided (whether it was
+    clamped at 0, how consistent it is with its input); :func:`record` writes them."""
+    volume.meta[FACTS] = {**volume.meta.get(FACTS, {}), **facts}
+
+
 def record(operation: str, source: Any, result: Any, **settings: Any) -> dict:
     """The provenance of ``result`` made from the volume ``source`` (MetaTensors) by
-    ``operation`` with ``settings`` (model, scale, precision, ...)."""
+    ``operation`` with ``settings`` (model, scale, precision, ...) and the facts its steps
+    noted (:func:`add_facts`)."""
     meta = getattr(source, "meta", {})
     descrip = meta.get("descrip", b"")
     descrip = bytes(np.asarray(descrip).tobytes()).rstrip(b"\0").decode("latin-1", "replace")
@@ -62,6 +72,7 @@ def record(operation: str, source: Any, result: Any, **settings: Any) -> dict:
         "operation": operation,
         "mrsr_version": __version__,
         **{k: v for k, v in settings.items() if v is not None},
+        **getattr(result, "meta", {}).get(FACTS, {}),
         "source": Path(str(name)).name if name else None,
         "source_description": descrip or None,
         "input_grid": _grid(source),

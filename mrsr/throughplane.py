@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,19 @@ from torch import nn
 from mrsr.errors import MRSRError
 from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
-from mrsr.intensity import intensity_window
+from mrsr.intensity import (
+    clamps,
+    intensity_window,
+    project_in_range,
+    range_facts,
+    relative_residual,
+)
 from mrsr.io import as_volume
 from mrsr.machine import resolve_device
 from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
 from mrsr.progress import bar as progress_bar
+from mrsr.provenance import add_facts
 from mrsr.resample import sinc_matrix, spline_matrix
 from mrsr.training.data import FOREGROUND
 
@@ -404,6 +412,7 @@ def super_resolve_through_plane(
     seed: int = 0,
     axis: int | None = None,
     consistency: bool = True,
+    nonnegative: bool | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -426,7 +435,12 @@ def super_resolve_through_plane(
        ``time_budget`` seconds or ``steps`` steps;
     3. :func:`apply_network` across both in-plane axes and average;
     4. with ``consistency``, :func:`slice_consistency`: the acquisition of the output then
-       reproduces the input slices (switch it off when the real profile is far from the model).
+       reproduces the input slices (switch it off when the real profile is far from the model);
+    5. the range rule of every command (:func:`mrsr.intensity.clamps`): channels of a magnitude
+       input (``nonnegative`` ``None``) are clamped at 0, alternating with the consistency
+       (:func:`mrsr.intensity.project_in_range`) so that the result is both as far as they
+       agree; the relative RMS difference between the input slices and the output's acquisition
+       is noted as ``consistency_residual`` (:func:`mrsr.provenance.add_facts`).
 
     ``network_options`` go to :class:`ThroughPlaneNet`.
 
@@ -469,9 +483,26 @@ def super_resolve_through_plane(
     sr = apply_network(
         fine, network, in_plane, batch_size=batch_size, device=device, progress=progress
     )
+    out, error, norm, clamped = [], 0.0, 0.0, []
+    for fine_channel, thick in zip(sr.as_tensor(), volume.as_tensor().float()):
+        clamped.append(clamps(thick, nonnegative))
+        floor = 0.0 if clamped[-1] else None
+        if consistency:
+            fine_channel = project_in_range(
+                fine_channel,
+                partial(slice_consistency, thick=thick, profile=model, dim=axis),
+                floor,
+            )
+            e, n = relative_residual(
+                thick, along(fine_channel, model.acquisition(n_fine, count), axis)
+            )
+            error, norm = error + e, norm + n
+        elif floor is not None:
+            fine_channel = fine_channel.clamp(min=floor)
+        out.append(fine_channel)
+    sr = MetaTensor(torch.stack(out), meta=dict(sr.meta))
+    facts = range_facts(clamped)
     if consistency:
-        thick = volume.as_tensor().float()
-        sr = MetaTensor(
-            slice_consistency(sr.as_tensor(), thick, model, axis + 1), meta=dict(sr.meta)
-        )
+        facts["consistency_residual"] = round(math.sqrt(error / max(norm, 1e-30)), 6)
+    add_facts(sr, facts)
     return sr

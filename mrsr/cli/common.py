@@ -21,7 +21,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
-    """``--dtype`` and ``--overwrite`` of a command that writes volumes."""
+    """``--dtype``, ``--overwrite`` and ``--negative`` of a command that writes volumes."""
     p.add_argument(
         "--dtype",
         type=OPTIONS["dtype"].parse,
@@ -29,6 +29,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
         help="output data type, or 'input' (default float32)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--negative",
+        dest="nonnegative",
+        action="store_const",
+        const=False,
+        help="keep negative output values (default: clamped at 0 when the input has none, "
+        "as a magnitude image; inputs with negative values keep their sign)",
+    )
 
 
 def add_slice_profile(p: argparse.ArgumentParser) -> None:

@@ -17,8 +17,9 @@ EXAMPLES = """examples:
 
 
 def cmd_degrade(args: argparse.Namespace) -> None:
+    from mrsr.intensity import clamp_volume, range_facts
     from mrsr.io import save_volume
-    from mrsr.provenance import record
+    from mrsr.provenance import add_facts, record
     from mrsr.transforms import degrade
 
     if args.axes and len(set(args.axes)) != len(args.axes):
@@ -28,6 +29,7 @@ def cmd_degrade(args: argparse.Namespace) -> None:
     # 40 bytes per voxel: the complex spectra of the volume and of its crop
     volume = load_checked(args.input, 40, outputs)
     lr, hr = degrade(volume, args.scale, args.method, args.axes)
+    add_facts(lr, range_facts(clamp_volume(lr, hr, args.nonnegative)))
     settings = {"method": args.method, "scale": args.scale, "axes": args.axes}
     for result, path, what in ((lr, args.output, "degrade"), (hr, args.hr_out, "reference")):
         if path is not None:
@@ -49,7 +51,10 @@ def add_degrade(sub: argparse._SubParsersAction) -> None:
         "degrade",
         help="simulate a low-resolution acquisition",
         description="Simulate a low-resolution acquisition of a volume: k-space truncation (the "
-        "MR model) or bicubic downsampling, on the in-plane axes unless --axes says otherwise.",
+        "MR model) or bicubic downsampling, on the in-plane axes unless --axes says otherwise. "
+        "A magnitude input (no negative voxel) gives a magnitude image, clamped at 0 like every "
+        "output; a signed input (phase, difference maps) keeps its sign (k-space: the real part "
+        "of the truncated image).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

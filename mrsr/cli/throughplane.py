@@ -36,6 +36,7 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
             seed=args.seed,
             axis=args.axis,
             consistency=args.consistency,
+            nonnegative=args.nonnegative,
             device=args.device,
             progress=True,
         )

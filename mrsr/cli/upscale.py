@@ -253,12 +253,5 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         metavar="WEIGHT",
         help="restore the measured k-space block in the output (weight 0-1, default 1)",
     )
-    p.add_argument(
-        "--negative",
-        dest="nonnegative",
-        action="store_const",
-        const=False,
-        help="keep negative output values (default: clamped at 0 when the input has none)",
-    )
     add_output_options(p)
     p.set_defaults(func=cmd_upscale)

@@ -24,6 +24,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, in_plane_axes, resampled_affine
+from mrsr.intensity import is_magnitude
 
 __all__ = [
     "BicubicDownsample",
@@ -91,7 +92,9 @@ class KSpaceTruncation(_Downsample):
     Per the CSN/CSSFN protocol (Zhao et al., IEEE TIP 2019; KBS 2022): a centred FFT over the
     ``axes`` (two in-plane axes for the 2D protocol, one axis for a through-plane simulation),
     keep the central ``N // scale`` frequencies of each, inverse FFT on the small grid, magnitude,
-    scaled so that a flat region keeps its value. Works for every integer scale and odd sizes:
+    scaled so that a flat region keeps its value. An image with negative values (phase,
+    difference maps) keeps its sign: the real part replaces the magnitude
+    (:func:`mrsr.intensity.is_magnitude` decides). Works for every integer scale and odd sizes:
     low-resolution voxel ``i`` is the band-limited input at index ``i * N / M`` (grid
     ``"kspace"``: voxel 0 stays in place). ``zero_filled=True`` returns the truncated image on the
     original grid instead (display or VDSR-style input), affine unchanged.
@@ -112,7 +115,8 @@ class KSpaceTruncation(_Downsample):
         self.zero_filled = zero_filled
 
     def _apply(self, x: torch.Tensor, sizes: list[int], dims: list[int]) -> torch.Tensor:
-        return kspace.truncate(x, sizes, dims, zero_filled=self.zero_filled)
+        magnitude = is_magnitude(x)
+        return kspace.truncate(x, sizes, dims, zero_filled=self.zero_filled, magnitude=magnitude)
 
 
 class BicubicDownsample(_Downsample):
