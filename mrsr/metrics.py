@@ -8,8 +8,12 @@ Common rules (every metric here):
 - ``shave`` voxels are removed at both ends of the two in-plane axes (never along ``axis``) first;
   SR papers use ``shave = scale``. An optional boolean ``mask`` of the same shape is shaved alike.
 - The *evaluated voxels* are those left after shaving, and inside the mask when one is given.
-- The data range ``R`` is ``max(ref) - min(ref)`` over the evaluated voxels unless ``data_range``
-  is passed; a constant reference (``R = 0``) raises ``ValueError``.
+- The data range ``R`` is ``max(ref) - min(ref)`` over the whole reference volume (before shaving
+  and masking), as scikit-image's ``peak_signal_noise_ratio(data_range=ref.max() - ref.min())``
+  and MONAI's metrics take it and papers report it; ``range_over="evaluated"`` takes it over the
+  evaluated voxels instead (lower for a masked foreground without the background's zeros), and a
+  number passed as ``data_range`` is used as it is. A constant reference (``R = 0``) raises
+  ``ValueError``.
 
 SSIM is Wang et al. (2004) per 2D slice, with an 11-tap Gaussian window of sigma 1.5 (filtered with
 ``scipy.ndimage.gaussian_filter(truncate=3.5, mode="reflect")``), population (co)variances,
@@ -32,6 +36,7 @@ from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 
 __all__ = [
+    "RANGE_OVER",
     "data_range",
     "evaluate",
     "foreground_mask",
@@ -42,6 +47,7 @@ __all__ = [
     "ssim",
 ]
 
+RANGE_OVER = ("reference", "evaluated")  # where the data range R is taken (module docstring)
 _SIGMA = 1.5
 _RADIUS = 5  # of the 11-tap window: int(3.5 * _SIGMA + 0.5), scipy's default truncation
 _K1, _K2 = 0.01, 0.03
@@ -65,7 +71,8 @@ def _volume(x: Array, name: str) -> np.ndarray:
 
 
 def _prepare(pred: Array, ref: Array, mask: Mask, shave: int, axis: int) -> list:
-    """Validate, put the slices on the last axis, shave; returns ``(pred, ref, mask or None)``."""
+    """Validate, put the slices on the last axis, shave; returns ``(pred, ref, mask or None,
+    the whole reference's max - min)``."""
     p, r = _volume(pred, "pred"), _volume(ref, "ref")
     if p.shape != r.shape:
         raise ValueError(f"pred and ref shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
@@ -85,22 +92,29 @@ def _prepare(pred: Array, ref: Array, mask: Mask, shave: int, axis: int) -> list
     vols = [None if v is None else np.moveaxis(v, axis, -1)[inner] for v in (p, r, m)]
     if m is not None and not vols[2].any():
         raise ValueError("mask selects no voxel after shaving")
-    return vols
+    return [*vols, float(r.max() - r.min())]
 
 
-def _range(ref: np.ndarray, mask: np.ndarray | None, data_range: float | None) -> float:
-    if data_range is None:
+def _range(prepared: list, data_range: float | None = None, range_over: str = "reference") -> float:
+    """``R`` of :func:`_prepare`'s output: ``data_range`` if given, else per ``range_over``."""
+    _, ref, mask, whole = prepared
+    if range_over not in RANGE_OVER:
+        raise ValueError(f"range_over must be one of {RANGE_OVER}; got {range_over!r}")
+    if data_range is None and range_over == "reference":
+        data_range = whole
+    elif data_range is None:
         values = ref if mask is None else ref[mask]
         data_range = float(values.max() - values.min())
     if data_range <= 0:
-        raise ValueError("data range is 0 (constant reference over the evaluated voxels)")
+        raise ValueError(f"data range is 0 (constant reference over the {range_over} voxels)")
     return data_range
 
 
-def data_range(ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1) -> float:
-    """``R``, the data range the metrics use by default: ``max - min`` of the evaluated voxels."""
-    _, r, m = _prepare(ref, ref, mask, shave, axis)
-    return _range(r, m, None)
+def data_range(
+    ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1, range_over: str = "reference"
+) -> float:
+    """``R``, the data range the metrics use by default (module docstring)."""
+    return _range(_prepare(ref, ref, mask, shave, axis), None, range_over)
 
 
 def _mse(p: np.ndarray, r: np.ndarray, m: np.ndarray | None) -> float:
@@ -115,22 +129,33 @@ def psnr(
     shave: int = 0,
     axis: int = -1,
     data_range: float | None = None,
+    range_over: str = "reference",
 ) -> float:
     """Peak signal-to-noise ratio in dB: ``10 log10(R**2 / MSE)``.
 
     MSE is the mean squared error over the evaluated voxels and ``R`` the data range (see the
-    module docstring); ``inf`` when ``pred`` equals ``ref`` there.
+    module docstring): by default the whole reference's ``max - min``, as scikit-image and
+    papers use; ``inf`` when ``pred`` equals ``ref`` there.
     """
-    p, r, m = _prepare(pred, ref, mask, shave, axis)
-    data_range, mse = _range(r, m, data_range), _mse(p, r, m)
+    prepared = _prepare(pred, ref, mask, shave, axis)
+    p, r, m, _ = prepared
+    data_range, mse = _range(prepared, data_range, range_over), _mse(p, r, m)
     return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
 
 
-def nrmse(pred: Array, ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1) -> float:
-    """Root mean squared error over the evaluated voxels divided by the reference's data range
-    ``R`` over those voxels (min-max normalisation; 0 when ``pred`` equals ``ref`` there)."""
-    p, r, m = _prepare(pred, ref, mask, shave, axis)
-    return float(np.sqrt(_mse(p, r, m)) / _range(r, m, None))
+def nrmse(
+    pred: Array,
+    ref: Array,
+    mask: Mask = None,
+    shave: int = 0,
+    axis: int = -1,
+    range_over: str = "reference",
+) -> float:
+    """Root mean squared error over the evaluated voxels divided by the data range ``R``
+    (min-max normalisation; 0 when ``pred`` equals ``ref`` there)."""
+    prepared = _prepare(pred, ref, mask, shave, axis)
+    p, r, m, _ = prepared
+    return float(np.sqrt(_mse(p, r, m)) / _range(prepared, None, range_over))
 
 
 def _ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
@@ -151,6 +176,7 @@ def ssim(
     shave: int = 0,
     axis: int = -1,
     data_range: float | None = None,
+    range_over: str = "reference",
 ) -> float:
     """Mean over slices along ``axis`` of the 2D SSIM (window and constants: module docstring).
 
@@ -160,8 +186,9 @@ def ssim(
     full-size map over its masked voxels, and slices without masked voxels are skipped. The
     slice scores are averaged with equal weight. ``R`` is one number for the whole volume.
     """
-    p, r, m = _prepare(pred, ref, mask, shave, axis)
-    data_range = _range(r, m, data_range)
+    prepared = _prepare(pred, ref, mask, shave, axis)
+    p, r, m, _ = prepared
+    data_range = _range(prepared, data_range, range_over)
     if m is None:
         m = np.zeros(r.shape, dtype=bool)
         m[_RADIUS:-_RADIUS, _RADIUS:-_RADIUS] = True
@@ -176,10 +203,15 @@ def ssim(
 
 
 def evaluate(
-    pred: Array, ref: Array, mask: Mask = None, shave: int = 0, axis: int = -1
+    pred: Array,
+    ref: Array,
+    mask: Mask = None,
+    shave: int = 0,
+    axis: int = -1,
+    range_over: str = "reference",
 ) -> dict[str, float]:
-    """``{"psnr": ..., "ssim": ..., "nrmse": ...}`` with the default data range."""
-    kwargs = dict(mask=mask, shave=shave, axis=axis)
+    """``{"psnr": ..., "ssim": ..., "nrmse": ...}`` with the data range per ``range_over``."""
+    kwargs = dict(mask=mask, shave=shave, axis=axis, range_over=range_over)
     return {
         "psnr": psnr(pred, ref, **kwargs),
         "ssim": ssim(pred, ref, **kwargs),
@@ -208,7 +240,7 @@ def slice_scores(
     Both volumes are divided by the reference's ``percentile`` (so the data range is 1); only
     slices whose share of voxels above 0.1 (normalised) exceeds ``min_foreground`` count.
     """
-    p, r, _ = _prepare(pred, ref, None, 0, axis)
+    p, r, _, _ = _prepare(pred, ref, None, 0, axis)
     top = float(np.percentile(r, percentile))
     p, r = p / top, r / top
     keep = [z for z in range(r.shape[-1]) if (r[..., z] > 0.1).mean() > min_foreground]
@@ -225,11 +257,18 @@ def slice_scores(
     }
 
 
-def score(pred: Any, ref: Any, mask: Any = "auto", shave: int = 0) -> dict:
+def score(
+    pred: Any, ref: Any, mask: Any = "auto", shave: int = 0, range_over: str = "reference"
+) -> dict:
     """:func:`evaluate` of two channel-first MetaTensors on the same grid (shape and affine,
     else :class:`~mrsr.errors.MRSRError`), along the reference's slice axis; ``mask``
     ``"auto"`` is :func:`foreground_mask`, ``"none"`` or ``None`` every voxel, else an array."""
     name = ref.meta.get("filename_or_obj", "reference")
+    if pred.shape[0] != ref.shape[0]:
+        raise MRSRError(
+            f"{name}: the prediction holds {pred.shape[0]} volumes (channels or a 4D series) "
+            f"where the reference holds {ref.shape[0]}; compare one volume with one"
+        )
     if tuple(pred.shape) != tuple(ref.shape):
         raise MRSRError(
             f"{name}: grid {tuple(ref.shape[1:])} differs from the prediction's "
@@ -241,4 +280,6 @@ def score(pred: Any, ref: Any, mask: Any = "auto", shave: int = 0) -> dict:
     reference = ref.as_tensor()[0]
     if isinstance(mask, str):
         mask = foreground_mask(reference, axis) if mask == "auto" else None
-    return evaluate(pred.as_tensor()[0], reference, mask=mask, shave=shave, axis=axis)
+    return evaluate(
+        pred.as_tensor()[0], reference, mask=mask, shave=shave, axis=axis, range_over=range_over
+    )

@@ -48,17 +48,22 @@ def skimage_ssim_slices(pred, ref, data_range, mask=None) -> float:
     return float(np.mean(scores))
 
 
+@pytest.mark.parametrize("range_over", ["reference", "evaluated"])
 @pytest.mark.parametrize("shave", [0, 3])
 @pytest.mark.parametrize("masked", [False, True])
-def test_psnr_and_nrmse_match_numpy(shave, masked):
+def test_psnr_and_nrmse_match_numpy(shave, masked, range_over):
     pred, ref = pair((30, 26, 4))
     mask = blob_mask(ref.shape) if masked else None
     inner = (slice(shave, ref.shape[0] - shave), slice(shave, ref.shape[1] - shave))
     keep = np.ones(ref.shape, bool) if mask is None else mask
     r, p = ref[inner][keep[inner]].astype(np.float64), pred[inner][keep[inner]].astype(np.float64)
-    data_range, mse = r.max() - r.min(), np.mean((p - r) ** 2)
-    assert psnr(pred, ref, mask, shave) == pytest.approx(10 * np.log10(data_range**2 / mse))
-    assert nrmse(pred, ref, mask, shave) == pytest.approx(np.sqrt(mse) / data_range)
+    whole = float(ref.max()) - float(ref.min())
+    data_range = whole if range_over == "reference" else r.max() - r.min()
+    mse = np.mean((p - r) ** 2)
+    kwargs = dict(range_over=range_over)
+    expected = 10 * np.log10(data_range**2 / mse)
+    assert psnr(pred, ref, mask, shave, **kwargs) == pytest.approx(expected)
+    assert nrmse(pred, ref, mask, shave, **kwargs) == pytest.approx(np.sqrt(mse) / data_range)
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 3), (24, 41, 2), (11, 13, 4)])
@@ -72,8 +77,10 @@ def test_ssim_matches_skimage_mean_over_slices(shape):
 def test_masked_ssim_averages_skimage_full_map_under_mask(kind):
     pred, ref = pair((28, 30, 3), seed=1)
     mask = blob_mask(ref.shape) if kind == "blob" else np.ones(ref.shape, bool)
-    expected = skimage_ssim_slices(pred, ref, float(np.ptp(ref[mask])), mask)
+    expected = skimage_ssim_slices(pred, ref, float(np.ptp(ref)), mask)
     assert ssim(pred, ref, mask) == pytest.approx(expected, abs=1e-8)
+    evaluated = skimage_ssim_slices(pred, ref, float(np.ptp(ref[mask])), mask)
+    assert ssim(pred, ref, mask, range_over="evaluated") == pytest.approx(evaluated, abs=1e-8)
     if kind == "all":  # the border the unmasked score crops is kept: a different number
         assert expected != pytest.approx(ssim(pred, ref), abs=1e-4)
 
@@ -97,7 +104,9 @@ def test_shave_removes_exactly_the_in_plane_border():
     assert np.isfinite(psnr(pred, ref, shave=2))
 
 
-def test_data_range_is_the_references_over_evaluated_voxels():
+def test_data_range_is_the_whole_references_or_the_evaluated_voxels():
+    """Default: the whole reference's range, as scikit-image and papers; the evaluated voxels'
+    (after the mask and the shave) on request."""
     pred, ref = pair((24, 24, 3), seed=4)
     ref[:2, :2] = pred[:2, :2] = 5000  # a bright corner, equal in both
     full = float(ref.max() - ref.min())
@@ -105,14 +114,24 @@ def test_data_range_is_the_references_over_evaluated_voxels():
     mask[:2, :2] = False
     masked = float(np.ptp(ref[mask]))
     assert masked < full / 4
+    evaluated = dict(range_over="evaluated")
     shift = 20 * np.log10(masked / full)
-    assert psnr(pred, ref, mask) - psnr(pred, ref, mask, data_range=full) == pytest.approx(shift)
+    assert psnr(pred, ref, mask, **evaluated) - psnr(pred, ref, mask) == pytest.approx(shift)
+    assert psnr(pred, ref, mask) == pytest.approx(psnr(pred, ref, mask, data_range=full))
     inner = float(np.ptp(ref[2:-2, 2:-2]))
-    assert psnr(pred, ref, shave=2) == pytest.approx(psnr(pred, ref, shave=2, data_range=inner))
-    assert ssim(pred, ref, mask) == pytest.approx(ssim(pred, ref, mask, data_range=masked))
-    assert ssim(pred, ref, mask) != pytest.approx(ssim(pred, ref, mask, data_range=full))
+    assert psnr(pred, ref, shave=2) == pytest.approx(psnr(pred, ref, shave=2, data_range=full))
+    assert psnr(pred, ref, shave=2, **evaluated) == pytest.approx(
+        psnr(pred, ref, shave=2, data_range=inner)
+    )
+    assert ssim(pred, ref, mask) == pytest.approx(ssim(pred, ref, mask, data_range=full))
+    assert ssim(pred, ref, mask, **evaluated) == pytest.approx(
+        ssim(pred, ref, mask, data_range=masked)
+    )
     rmse = np.sqrt(np.mean((pred.astype(np.float64) - ref)[mask] ** 2))
-    assert nrmse(pred, ref, mask) == pytest.approx(rmse / masked)
+    assert nrmse(pred, ref, mask) == pytest.approx(rmse / full)
+    assert nrmse(pred, ref, mask, **evaluated) == pytest.approx(rmse / masked)
+    with pytest.raises(ValueError, match="range_over"):
+        psnr(pred, ref, range_over="foreground")
 
 
 def test_identical_volumes_and_input_forms():

@@ -12,6 +12,11 @@ from mrsr.errors import MRSRError, one_line
 from mrsr.options import CONVENTIONS, OPTIONS
 from mrsr.progress import note
 
+METRICS_DEFINITION = (
+    "PSNR = 10 log10(R^2 / MSE) and NRMSE = RMSE / R over the evaluated voxels (the mask, less "
+    "the shaved border), SSIM per slice with the same R, where R is the whole reference volume's "
+    "max - min, as scikit-image and MONAI take it"
+)
 EXAMPLES = """examples:
   mrsr evaluate --pred t1_sr.nii.gz --ref t1_ref.nii.gz
   mrsr evaluate --pred sr/ --ref ref/ --format csv > metrics.csv   # volumes paired by name
@@ -117,7 +122,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         against, shave = labels[0], args.shave or 0
         cases = evaluation.iter_pairs(dict(zip(labels, args.pred)), args.ref, args.mask, shave)
         setting = "predictions scored against references paired by name"
-    settings = {"evaluation": setting, "reference": args.ref, "mask": args.mask, "shave": shave}
+    settings = {
+        "evaluation": setting,
+        "reference": args.ref,
+        "mask": args.mask,
+        "shave": shave,
+        "metrics": METRICS_DEFINITION,
+    }
 
     def announce(cases):
         for case in cases:
@@ -167,8 +178,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="metrics of predictions against references, or of baselines and a model",
         description="Score super-resolved volumes against references (PSNR, SSIM, NRMSE; "
-        "mrsr.metrics), files or folders paired by name; or, with --baselines, degrade the "
-        "references, super-resolve them with interpolation baselines and a model, and compare. "
+        f"{METRICS_DEFINITION}), files or folders paired by name; or, with --baselines, degrade "
+        "the references, super-resolve them with interpolation baselines and a model, and compare. "
         "Several volumes add mean ± sd per method and a two-sided paired Wilcoxon signed-rank "
         "test against the first --pred (or the model). --format csv|json prints only the data.",
         epilog=EXAMPLES,
