@@ -1,4 +1,4 @@
-"""Volume I/O: NIfTI via MONAI/nibabel; DICOM series, NRRD and MHA via SimpleITK.
+"""Volume I/O: NIfTI via nibabel; DICOM series, NRRD and MHA via SimpleITK.
 
 Every reader returns a channel-first :class:`monai.data.MetaTensor` ``(C, X, Y, Z)`` of float32
 whose ``affine`` maps voxel indices to RAS world millimetres, exactly as in the file. Writers
@@ -27,12 +27,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from isal import igzip
-from monai.data import MetaTensor, NibabelReader
-from monai.transforms import LoadImage
+from monai.data import MetaTensor
 
 from mrsr.errors import MRSRError
 from mrsr.memory import check_fits
-from mrsr.probe import VolumeInfo, probe_volume
+from mrsr.probe import VolumeInfo, nifti_affine, probe_volume
 from mrsr.provenance import check_sidecar, short_description, write_sidecar
 
 __all__ = [
@@ -100,14 +99,35 @@ def _source_dtype(image: nib.Nifti1Image) -> str:
     return "float32" if scaled else np.dtype(image.get_data_dtype()).newbyteorder("=").name
 
 
+def _volume(data: np.ndarray, affine: np.ndarray, path: Path, **meta: Any) -> MetaTensor:
+    """Channel-first ``data`` as float32 with its RAS ``affine`` and the reader's ``meta``."""
+    meta.update(
+        affine=torch.as_tensor(affine),
+        original_affine=affine,
+        spatial_shape=np.asarray(data.shape[1:4]),
+        filename_or_obj=str(path),
+        space="RAS",
+    )
+    return MetaTensor(torch.from_numpy(data.astype(np.float32, copy=False)), meta=meta)
+
+
 def _load_nifti(path: Path) -> MetaTensor:
-    img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)(str(path))
     image = nib.load(str(path))
     header = image.header
-    img.meta["source_dtype"] = _source_dtype(image)
-    img.meta["tr"] = float(header["pixdim"][4])
-    img.meta["descrip"] = header["descrip"]
-    return img
+    affine, code = nifti_affine(header, path)
+    data = np.ascontiguousarray(image.get_fdata(dtype=np.float32))  # scl_slope/inter applied
+    data = data[None] if data.ndim < 4 else np.moveaxis(data, -1, 0)  # series: last axis as C
+    fields = dict(header.as_byteswapped("<") if header.endianness == ">" else header)
+    # the output holds this one affine in both forms, so both keep the code it came with
+    fields.update(sform_code=code, qform_code=code)
+    return _volume(
+        data,
+        affine,
+        path,
+        **fields,
+        source_dtype=_source_dtype(image),
+        tr=float(header["pixdim"][4]),
+    )
 
 
 def _load_sitk(path: Path, files: list[Path]) -> MetaTensor:
@@ -125,15 +145,7 @@ def _load_sitk(path: Path, files: list[Path]) -> MetaTensor:
     lps[:3, 3] = image.GetOrigin()
     affine = _LPS_TO_RAS @ lps
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
-    meta = {
-        "affine": torch.as_tensor(affine),
-        "original_affine": affine,
-        "spatial_shape": np.asarray(array.shape),
-        "filename_or_obj": str(path),
-        "space": "RAS",
-        "source_dtype": np.dtype(array.dtype).name,
-    }
-    return MetaTensor(torch.from_numpy(array.astype(np.float32))[None], meta=meta)
+    return _volume(array[None], affine, path, source_dtype=np.dtype(array.dtype).name)
 
 
 def checked_volume(volume: MetaTensor, path: str | os.PathLike) -> MetaTensor:
@@ -223,9 +235,11 @@ def read_bytes(info: VolumeInfo) -> int:
 def load_volume(path: str | os.PathLike) -> MetaTensor:
     """Read a volume as a float32 MetaTensor ``(C, X, Y, Z)`` with its file's RAS affine.
 
-    NIfTI (``.nii``, ``.nii.gz``; scl_slope/scl_inter applied) is read by MONAI's
-    ``NibabelReader``; NRRD, MHA/MHD and DICOM series folders by SimpleITK (LPS converted to
-    RAS). ``meta["source_dtype"]`` records the stored data type for :func:`save_volume`.
+    NIfTI (``.nii``, ``.nii.gz``; scl_slope/scl_inter applied) is read by nibabel and placed
+    by its sform when the sform code is set, else by its qform, as nibabel and FSL do
+    (:func:`mrsr.probe.nifti_affine` warns when the two disagree); NRRD, MHA/MHD and DICOM
+    series folders by SimpleITK (LPS converted to RAS). ``meta["source_dtype"]`` records the
+    stored data type for :func:`save_volume`.
     A 2D image becomes one slice ``(1, X, Y, 1)``; a 4D series puts its volumes on ``C``.
     The header is checked first (:func:`inspect_volume`) and the read must fit in memory.
     Volumes with NaN/inf voxels or a singular affine are refused (:class:`MRSRError`).

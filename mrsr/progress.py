@@ -12,10 +12,13 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["QUIET", "VERBOSE", "bar", "note", "set_level"]
+from mrsr.errors import one_line
+
+__all__ = ["QUIET", "VERBOSE", "bar", "note", "set_level", "warn"]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _level = NORMAL
+_warned: set[str] = set()
 
 
 def set_level(level: int) -> None:
@@ -34,6 +37,13 @@ def note(message: str, level: int = NORMAL) -> None:
     """Print ``message`` on stderr when the level allows it."""
     if _level >= level:
         _line(message)
+
+
+def warn(message: str) -> None:
+    """Print ``mrsr: warning: message`` on stderr at every level, once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        _line(f"mrsr: warning: {one_line(message)}")
 
 
 class _Lines:

@@ -1,0 +1,73 @@
+"""Input volumes that lie about their geometry or hide a fault: each is read as it means or
+refused in one line naming the file and the problem (never an ITK source path)."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import phantom
+from test_hostile import refused, snapshot
+
+from mrsr.cli import main
+from mrsr.io import load_volume
+
+# ---------------------------------------------------------------- 1. sform and qform
+
+
+def placed(sform: np.ndarray, qform: np.ndarray, sform_code: int, path):
+    """A NIfTI whose sform (code ``sform_code``) and qform (code 1) are the given affines."""
+    image = nib.Nifti1Image(phantom((16, 14, 4)), None)
+    image.set_sform(sform, code=sform_code)
+    image.set_qform(qform, code=1)
+    nib.save(image, str(path))
+    header = nib.load(str(path)).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (sform_code, 1)
+    return path
+
+
+QFORM = np.array([[1.0, 0, 0, -10], [0, 1, 0, -12], [0, 0, 3, -6], [0, 0, 0, 1]])
+SFORM = np.array([[0.8, 0, 0, 40], [0, 0.8, 0, -12], [0, 0, 2.5, -6], [0, 0, 0, 1]])
+
+
+def upscaled_affine(src, out, *options) -> np.ndarray:
+    assert main(["upscale", str(src), str(out), "--scale", "2", *options]) == 0
+    return nib.load(str(out)).affine
+
+
+@pytest.mark.parametrize("sform_code", [1, 2])
+def test_the_sform_places_the_output_when_its_code_is_set(tmp_path, capsys, sform_code):
+    src = placed(SFORM, QFORM, sform_code, tmp_path / "registered.nii.gz")
+    out = tmp_path / "o.nii.gz"
+    assert main(["upscale", str(src), str(out), "--model", "zerofill", "--scale", "2"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "sform and qform disagree" in line]
+    assert len(warnings) == 1 and "registered.nii.gz" in warnings[0], err
+    assert warnings[0].startswith("mrsr: warning: ") and "using the sform" in warnings[0]
+    result = nib.load(str(out))
+    np.testing.assert_allclose(result.header.get_zooms()[:3], (0.4, 0.4, 2.5), rtol=1e-5)
+    alike = placed(SFORM, SFORM, sform_code, tmp_path / "alike.nii.gz")
+    expected = upscaled_affine(alike, tmp_path / "alike_x2.nii.gz", "--model", "zerofill")
+    np.testing.assert_allclose(result.get_sform(), expected, atol=1e-5)
+    np.testing.assert_allclose(result.get_qform(), expected, atol=1e-5)
+    codes = int(result.header["sform_code"]), int(result.header["qform_code"])
+    assert codes == (sform_code, sform_code)  # both forms hold the sform's space
+
+
+def test_a_qform_only_file_is_placed_by_its_qform_without_warning(tmp_path, capsys):
+    src = placed(SFORM, QFORM, 0, tmp_path / "scanner.nii.gz")
+    np.testing.assert_allclose(np.asarray(load_volume(src).affine), QFORM, atol=1e-5)
+    affine = upscaled_affine(src, tmp_path / "o.nii.gz", "--model", "linear")
+    assert "warning" not in capsys.readouterr().err
+    alike = placed(QFORM, QFORM, 1, tmp_path / "alike.nii.gz")
+    expected = upscaled_affine(alike, tmp_path / "alike_x2.nii.gz", "--model", "linear")
+    np.testing.assert_allclose(affine, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), (0.5, 0.5, 3.0))
+    result = nib.load(str(tmp_path / "o.nii.gz")).header
+    assert int(result["sform_code"]) == int(result["qform_code"]) == 1
+
+
+def test_a_reference_grid_is_read_by_its_sform_too(tmp_path):
+    src = placed(SFORM, SFORM, 1, tmp_path / "in.nii.gz")
+    ref = placed(SFORM, QFORM, 2, tmp_path / "ref.nii.gz")
+    out = tmp_path / "o.nii.gz"
+    assert main(["upscale", str(src), str(out), "--model", "linear", "--like", str(ref)]) == 0
+    np.testing.assert_allclose(nib.load(str(out)).affine, SFORM, atol=1e-5)
