@@ -11,7 +11,11 @@ trusted:
 - non-finite geometry (NaN or infinite pixdim, quaternion, offsets, sform rows, spacing,
   origin or direction);
 - complex or RGB voxels, which have no single intensity to super-resolve;
-- a DICOM folder with more than one series, or slices that are not evenly spaced.
+- a single-file NIfTI whose voxels would start inside its header (``vox_offset`` below 352,
+  544 for NIfTI-2);
+- a DICOM folder with more than one series, files that are not readable slices of the series
+  (hidden files and ``DICOMDIR`` aside), slices without a positive pixel spacing, or slices
+  without a position or not evenly spaced.
 """
 
 from __future__ import annotations
@@ -165,7 +169,15 @@ def _probe_nifti(path: Path) -> VolumeInfo:
         fields["sform"] = [header[k] for k in ("srow_x", "srow_y", "srow_z")]
     _check_finite(fields, path)
     claimed = math.prod(dims) * dtype.itemsize
-    offset = int(header["vox_offset"])
+    offset = float(header["vox_offset"])
+    first = header.sizeof_hdr + 4  # the header and its extension flag come before any voxel
+    if not offset >= first:
+        raise MRSRError(
+            f"{path}: the header's vox_offset ({offset:g}) points inside the header (the voxels of "
+            f"a single-file NIfTI start at byte {first} or later); the header is corrupt: "
+            "re-export the file"
+        )
+    offset = int(offset)
     what = _describe(spatial, channels, dtype)
     _check_size(claimed, path.stat().st_size, compressed, path, what, offset)
     return VolumeInfo(path, spatial, channels, dtype, [path])
@@ -334,21 +346,45 @@ def _sitk_info(
     return info
 
 
-def _dicom_positions(files: list[str], folder: Path) -> None:
-    """Refuse slices that are not evenly spaced along the slice normal."""
+def _decimals(reader: sitk.ImageFileReader, tag: str, count: int) -> np.ndarray | None:
+    """The ``count`` finite numbers of a DICOM decimal string tag, else None."""
+    try:
+        values = np.array([float(v) for v in reader.GetMetaData(tag).split("\\")])
+    except (RuntimeError, ValueError):  # missing, or not numbers
+        return None
+    return values if values.shape == (count,) and np.isfinite(values).all() else None
+
+
+def _dicom_geometry(files: list[str], folder: Path) -> None:
+    """Refuse slices without a positive pixel spacing, and a series whose slices have no
+    position or are not evenly spaced along the slice normal."""
     reader = sitk.ImageFileReader()
     positions, normal = [], None
     for name in files:
         reader.SetFileName(name)
         reader.ReadImageInformation()
-        if not (reader.HasMetaDataKey("0020|0032") and reader.HasMetaDataKey("0020|0037")):
-            return  # no patient geometry: nothing to check against
-        cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+        spacing = _decimals(reader, "0028|0030", 2)
+        if spacing is None or min(spacing) <= 0:
+            text = reader.GetMetaData("0028|0030") if reader.HasMetaDataKey("0028|0030") else None
+            raise MRSRError(
+                f"{folder}: slice {shown(Path(name).name)} has pixel spacing (0028,0030) "
+                f"{shown(text)}: a zero, negative or missing spacing is corrupt geometry; "
+                "re-export the series from the scanner or archive"
+            )
+        cosines = _decimals(reader, "0020|0037", 6)
+        position = _decimals(reader, "0020|0032", 3)
+        if cosines is None or position is None:
+            if len(files) == 1:
+                return
+            raise MRSRError(
+                f"{folder}: slice {shown(Path(name).name)} has no usable position or orientation "
+                "(0020,0032 and 0020,0037), so the spacing between slices is unknown; re-export "
+                "the series with its patient geometry"
+            )
         if normal is None:
             normal = np.cross(cosines[:3], cosines[3:])
-        position = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
         positions.append(float(position @ normal))
-    if len(positions) < 3:
+    if len(positions) < 2:
         return
     z = np.sort(positions)
     gaps = np.diff(z)
@@ -359,6 +395,28 @@ def _dicom_positions(files: list[str], folder: Path) -> None:
             f"{folder}: slices are not evenly spaced: {gaps[worst]:.3g} mm between slice "
             f"positions {z[worst]:.3g} and {z[worst + 1]:.3g} mm where the series steps by "
             f"{step:.3g} mm (a missing or duplicated slice?)"
+        )
+
+
+def _check_entries(folder: Path, files: list[str]) -> None:
+    """Refuse files in the series folder that are not slices of the series: a damaged or
+    unreadable slice is left out by the series reader, and one missing at an end leaves no gap
+    to see. Hidden files and a ``DICOMDIR`` (a medium's index) are not slices."""
+    slices = {Path(f).name for f in files}
+    strays = [
+        p.name
+        for p in sorted(folder.iterdir())
+        if p.name not in slices
+        and not p.name.startswith(".")
+        and p.name.upper() != "DICOMDIR"
+        and p.is_file()
+    ]
+    if strays:
+        listed = ", ".join(shown(n) for n in strays[:3]) + (" ..." if len(strays) > 3 else "")
+        raise MRSRError(
+            f"{folder}: {len(strays)} of its files are not readable slices of the series "
+            f"({listed}); a damaged slice would leave the volume a slice short: repair or remove "
+            "them"
         )
 
 
@@ -373,8 +431,9 @@ def _probe_dicom(folder: Path) -> VolumeInfo:
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
     if not files:
         raise MRSRError(f"{folder}: no readable DICOM series")
+    _check_entries(folder, files)
     try:
-        _dicom_positions(files, folder)
+        _dicom_geometry(files, folder)
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
         reader.ReadImageInformation()

@@ -1,10 +1,13 @@
 """Input volumes that lie about their geometry or hide a fault: each is read as it means or
 refused in one line naming the file and the problem (never an ITK source path)."""
 
+import gzip
+
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
-from conftest import phantom
+from conftest import phantom, sitk_image, write_dicom_series
 from test_hostile import refused, snapshot
 
 from mrsr.cli import main
@@ -71,3 +74,77 @@ def test_a_reference_grid_is_read_by_its_sform_too(tmp_path):
     out = tmp_path / "o.nii.gz"
     assert main(["upscale", str(src), str(out), "--model", "linear", "--like", str(ref)]) == 0
     np.testing.assert_allclose(nib.load(str(out)).affine, SFORM, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 2. corrupt geometry
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz", "v2.nii"])
+def test_a_nifti_whose_voxels_would_start_inside_its_header_is_refused(tmp_path, capsys, name):
+    image = (nib.Nifti2Image if name.startswith("v2") else nib.Nifti1Image)(
+        phantom((8, 8, 3)), np.eye(4)
+    )
+    image.header["vox_offset"] = 0
+    raw = image.header.binaryblock + bytes(4) + image.get_fdata().astype("<f4").tobytes()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    assert float(nib.load(str(path)).header["vox_offset"]) == 0
+    first = "544" if name.startswith("v2") else "352"
+    line = refused(capsys, ["upscale", path, tmp_path / "o.nii.gz", "--model", "zerofill"], name)
+    assert "vox_offset (0) points inside the header" in line and f"byte {first}" in line
+
+
+def dicom_series(folder, shape=(12, 10, 5)):
+    image = sitk_image(np.round(phantom(shape)).astype(np.int16), np.diag([0.8, 0.8, 2.0, 1]))
+    write_dicom_series(image, folder)
+    return sorted(folder.iterdir())
+
+
+def edit_dicom(path, **tags):
+    """Rewrite ``path`` with ``tags`` set (None deletes the tag)."""
+    ds = pydicom.dcmread(str(path))
+    for key, value in tags.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.save_as(str(path))
+
+
+@pytest.mark.parametrize("spacing", [["0", "0"], ["-0.8", "0.8"], None])
+def test_dicom_slices_without_a_positive_pixel_spacing_are_refused(tmp_path, capsys, spacing):
+    files = dicom_series(tmp_path / "s")
+    edit_dicom(files[2], PixelSpacing=spacing)
+    before = snapshot(tmp_path)
+    line = refused(
+        capsys, ["upscale", tmp_path / "s", tmp_path / "o.nii.gz", "--model", "zerofill"], "s:"
+    )
+    assert "pixel spacing (0028,0030)" in line and files[2].name in line
+    assert "corrupt geometry" in line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+def test_a_dicom_slice_that_cannot_be_read_is_named_not_dropped(tmp_path, capsys, position):
+    files = dicom_series(tmp_path / "s")
+    bad = files[0 if position == "first" else -1]
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated: GDCM would leave it out of the series
+    line = refused(
+        capsys, ["upscale", tmp_path / "s", tmp_path / "o.nii.gz", "--model", "zerofill"], "s:"
+    )
+    assert "1 of its files are not readable slices" in line and bad.name in line
+
+
+def test_a_stray_file_in_a_dicom_folder_is_named_hidden_files_and_dicomdir_are_not(
+    tmp_path, capsys
+):
+    dicom_series(tmp_path / "s")
+    (tmp_path / "s" / ".DS_Store").write_bytes(b"\0\1junk")
+    (tmp_path / "s" / "DICOMDIR").write_bytes(bytes(128) + b"DICM")
+    (tmp_path / "s" / "sub").mkdir()
+    assert load_volume(tmp_path / "s").shape == (1, 12, 10, 5)
+    (tmp_path / "s" / "notes.txt").write_text("scanned on Tuesday")
+    line = refused(
+        capsys, ["upscale", tmp_path / "s", tmp_path / "o.nii.gz", "--model", "zerofill"], "s:"
+    )
+    assert "'notes.txt'" in line
