@@ -40,7 +40,7 @@ from mrsr.progress import warn
 __all__ = ["VolumeInfo", "data_files", "nifti_affine", "probe_volume"]
 
 DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can expand (RFC 1951: 258 bytes per 2 bits)
-_HEADER_BYTES = 1 << 16  # detached headers are read up to this size
+_MAX_HEADER = 16 << 20  # a text header (NRRD, MetaImage) longer than this is refused
 _MAX_LISTED = 100_000  # data files a pattern or LIST may name
 
 
@@ -183,11 +183,29 @@ def _probe_nifti(path: Path) -> VolumeInfo:
     return VolumeInfo(path, spatial, channels, dtype, [path])
 
 
-def _header_lines(path: Path) -> list[str]:
+def _header(path: Path) -> bytes:
+    """The whole text header of a NRRD or MetaImage file, read to its real end: NRRD's first
+    blank line, MetaImage's ``ElementDataFile = LOCAL`` line, else the end of the file (a
+    detached header). One longer than ``_MAX_HEADER`` is refused, never read in part."""
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
+    end = re.compile(rb"\r?\n\r?\n" if nrrd else rb"(?im)^\s*ElementDataFile\s*=\s*LOCAL[^\n]*\n")
+    head, size = b"", 1 << 16
     with open(path, "rb") as f:
-        text = f.read(_HEADER_BYTES).decode("latin-1")
-    end = text.find("\n\n") if path.suffix.lower() in (".nrrd", ".nhdr") else -1
-    return (text[:end] if end >= 0 else text).splitlines()
+        while chunk := f.read(size):
+            head += chunk
+            if found := end.search(head):
+                return head[: found.end()]
+            if len(head) > _MAX_HEADER:
+                raise MRSRError(
+                    f"{path}: its header goes on past {human(_MAX_HEADER)} (no end of header); "
+                    "that is not a volume's header: check the file"
+                )
+            size *= 2
+    return head
+
+
+def _header_lines(path: Path) -> list[str]:
+    return _header(path).decode("latin-1").splitlines()
 
 
 def _field(lines: list[str], names: tuple[str, ...], sep: str) -> tuple[str, int] | None:
@@ -252,18 +270,6 @@ def _encoding(lines: list[str], nrrd: bool) -> str:
         return names.get(value, "text" if value in ("ascii", "text", "txt") else "other")
     value = (_field(lines, ("compresseddata",), "=") or ("false", 0))[0].lower()
     return "gzip" if value == "true" else "raw"
-
-
-def _header_length(path: Path) -> int:
-    """Bytes of an attached header before its data (NRRD: up to the blank line; MetaImage:
-    through the ``ElementDataFile = LOCAL`` line)."""
-    with open(path, "rb") as f:
-        head = f.read(_HEADER_BYTES)
-    if path.suffix.lower() in (".nrrd", ".nhdr"):
-        ends = [i + len(m) for m in (b"\n\n", b"\r\n\r\n") if (i := head.find(m)) >= 0]
-        return min(ends) if ends else 0
-    match = re.search(rb"(?im)^\s*ElementDataFile\s*=\s*LOCAL[^\n]*\n", head)
-    return match.end() if match else 0
 
 
 def _check_zlib(files: list[Path], offset: int, nbytes: int, path: Path) -> None:
@@ -332,7 +338,7 @@ def _sitk_info(
     channels *= reader.GetNumberOfComponents()
     info = VolumeInfo(path, spatial, channels, dtype, files)
     stored = sum(f.stat().st_size for f in files)
-    offset = _header_length(path) if files == [path] else 0
+    offset = len(_header(path)) if files == [path] else 0
     stored -= offset
     if encoding == "gzip" and path.suffix.lower() in (".mha", ".mhd"):
         _check_zlib(files, offset, info.nbytes, path)

@@ -10,6 +10,7 @@ import pytest
 from conftest import phantom, sitk_image, write_dicom_series
 from test_hostile import refused, snapshot
 
+from mrsr import probe
 from mrsr.cli import main
 from mrsr.io import load_volume
 
@@ -148,3 +149,45 @@ def test_a_stray_file_in_a_dicom_folder_is_named_hidden_files_and_dicomdir_are_n
         capsys, ["upscale", tmp_path / "s", tmp_path / "o.nii.gz", "--model", "zerofill"], "s:"
     )
     assert "'notes.txt'" in line
+
+
+# ---------------------------------------------------------------- 3. long detached headers
+
+FIELDS = "NDims = 3\nDimSize = 4 4 2\nElementType = MET_UCHAR\n"
+
+
+@pytest.mark.parametrize("name", ["v.nhdr", "v.mhd"])
+def test_data_outside_is_refused_however_long_the_header(tmp_path, capsys, name):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data.raw").write_bytes(b"PASSWORD" * 4)
+    d = tmp_path / "in"
+    d.mkdir()
+    if name == "v.nhdr":
+        padding = "".join(f"# comment line {i:05d} {'x' * 50}\n" for i in range(1200))
+        text = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 2\nencoding: raw\n" + padding
+        text += "data file: ../outside/data.raw\n"
+    else:
+        padding = "".join(f"Comment = line {i:05d} {'x' * 50}\n" for i in range(1200))
+        text = FIELDS + padding + "ElementDataFile = ../outside/data.raw\n"
+    assert len(text) > 70_000
+    (d / name).write_text(text)
+    before = snapshot(tmp_path)
+    refused(
+        capsys,
+        ["upscale", d / name, tmp_path / "o.nii.gz", "--model", "zerofill"],
+        "its data file '../outside/data.raw' lies outside the header's folder",
+    )
+    assert snapshot(tmp_path) == before
+
+
+def test_a_header_without_an_end_is_refused_not_read_in_part(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(probe, "_MAX_HEADER", 1 << 20)
+    (tmp_path / "data.raw").write_bytes(bytes(32))
+    text = FIELDS + "ElementDataFile = data.raw\n" + "Comment = x\n" * 100_000
+    (tmp_path / "v.mhd").write_text(text)
+    out = tmp_path / "o.nii.gz"
+    line = refused(
+        capsys, ["upscale", tmp_path / "v.mhd", out, "--model", "zerofill"], "v.mhd: its header"
+    )
+    assert "goes on past 1.0 MiB" in line
