@@ -9,7 +9,7 @@ divided by the scale on the two in-plane axes, voxel 0 placed per the model's sa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import numpy as np
@@ -29,9 +29,11 @@ from mrsr.intensity import (
     relative_residual,
 )
 from mrsr.machine import resolve_device, resolve_precision
-from mrsr.memory import check_fits
+from mrsr.memory import check_fits, device_bytes, human
+from mrsr.networks.footprint import footprint
 from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
+from mrsr.progress import note
 from mrsr.provenance import add_facts
 
 __all__ = [
@@ -106,6 +108,45 @@ def _neighbourhoods(slices: torch.Tensor, start: int, stop: int, k: int) -> torc
     return slices[index]
 
 
+def _batch_that_fits(
+    network: torch.nn.Module,
+    slices: tuple[int, int, int],
+    scale: int,
+    batch_size: int,
+    forward: Callable,
+    device: str,
+    reserved: int,
+    name: str,
+) -> int:
+    """``batch_size``, or less when that many ``(k, h, w)`` slices would not fit in the memory
+    ``device`` has left beside the ``reserved`` bytes of the output (on the CPU): the peak is
+    traced without running the network (:func:`mrsr.networks.footprint.footprint`, ``forward``
+    run on the ``meta`` device). Lowering is said; refused when one slice does not fit. A
+    network that cannot run on ``meta`` tensors keeps ``batch_size`` (a batch that runs out of
+    memory is then retried in halves)."""
+    try:
+        one = footprint(network, (1, *slices), forward=forward)
+    except (NotImplementedError, RuntimeError):
+        return batch_size
+    beside = reserved if torch.device(device).type != "cuda" else 0
+    _, h, w = slices
+    check_fits(
+        one.peak + beside,
+        f"{name}: {type(network).__name__} x{scale} on one {h}x{w} slice "
+        f"({human(one.per_pixel)} per output pixel)",
+        device,
+        "use a smaller scale or network, or a machine with more memory",
+    )
+    left = device_bytes(device) - beside
+    fits = int(left // max(one.peak, 1))
+    if fits < batch_size:
+        note(
+            f"{name}: {fits} slices per batch instead of {batch_size}, to fit in memory "
+            f"({human(one.peak)} each, {human(left)} free on {device})"
+        )
+    return min(batch_size, fits)
+
+
 def super_resolve(
     volume: MetaTensor,
     network: torch.nn.Module,
@@ -128,7 +169,10 @@ def super_resolve(
     ``(B, k, H, W)`` to ``(B, 1, scale*H, scale*W)``, where ``k`` is its ``in_channels``
     attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
     flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
-    input's meta and the new affine. A batch that runs out of memory is retried in halves.
+    input's meta and the new affine. ``batch_size`` is lowered, saying so, to what fits in
+    memory by the network's peak traced beforehand (:func:`_batch_that_fits`), and a volume of
+    which one slice does not fit is refused before anything runs; a batch that still runs out
+    of memory is retried in halves.
     ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA); ``"auto"``
     device and precision are resolved by :mod:`mrsr.machine`.
     ``data_consistency`` (0 to 1, ``"kspace"`` grid only) puts the input's k-space back into the
@@ -172,9 +216,19 @@ def super_resolve(
     data = volume.as_tensor()
     fine = [scale * n if a != axis else n for a, n in enumerate(data.shape[1:])]
     name = volume.meta.get("filename_or_obj") or "the volume"
-    check_fits(
-        peak_bytes(data.numel(), data.shape[0], scale),
-        f"{name}: super-resolving to {'x'.join(map(str, fine))}",
+    reserved = peak_bytes(data.numel(), data.shape[0], scale)
+    check_fits(reserved, f"{name}: super-resolving to {'x'.join(map(str, fine))}")
+    shift = scale - 1 if grid == "kspace" else 0
+    h, w = (data.shape[1 + a] for a in in_plane)
+    per_batch = _batch_that_fits(
+        network,
+        (k, h, w),
+        scale,
+        max(1, min(batch_size, _BATCH_VOXELS // (scale * scale * h * w))),
+        lambda net, x: _run(net, x, tta, square, shift),
+        device,
+        reserved,
+        name,
     )
     result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
     with torch.inference_mode():
@@ -191,14 +245,14 @@ def super_resolve(
             n, h, w = slices.shape
             out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
             start = 0
-            size = max(1, min(batch_size, _BATCH_VOXELS // (scale * scale * h * w)))
+            size = per_batch
             while start < n:
                 stop = min(start + size, n)
                 batch = (_neighbourhoods(slices, start, stop, k).to(device) - lo) / (hi - lo)
                 batch = batch.contiguous(memory_format=torch.channels_last)
                 try:
                     with autocast:
-                        y = _run(network, batch, tta, square, scale - 1 if grid == "kspace" else 0)
+                        y = _run(network, batch, tta, square, shift)
                 except (torch.OutOfMemoryError, RuntimeError) as exc:
                     if not _out_of_memory(exc):
                         raise

@@ -11,9 +11,11 @@ import os
 import resource
 from pathlib import Path
 
+import torch
+
 from mrsr.errors import MRSRError
 
-__all__ = ["available_bytes", "check_fits", "human"]
+__all__ = ["available_bytes", "check_fits", "device_bytes", "human"]
 
 
 def human(n: float) -> str:
@@ -56,11 +58,29 @@ def available_bytes() -> int:
     return max(0, min(known))
 
 
-def check_fits(need: float, what: str) -> None:
-    """Refuse (:class:`MRSRError`) a job whose estimated peak memory ``need`` does not fit."""
-    left = available_bytes()
+def device_bytes(device: str | torch.device = "cpu") -> int:
+    """Bytes still free on ``device``: on a CUDA GPU its free memory plus what PyTorch holds
+    cached and unused there; elsewhere (the CPU, and the memory an MPS GPU shares with it)
+    :func:`available_bytes`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return available_bytes()
+
+
+def check_fits(
+    need: float,
+    what: str,
+    device: str | torch.device = "cpu",
+    advice: str = "use a machine with more memory or a smaller volume",
+) -> None:
+    """Refuse (:class:`MRSRError`) a job whose estimated peak memory ``need`` on ``device`` does
+    not fit; the message ends with ``advice``."""
+    left = device_bytes(device)
     if need > left:
+        where = "" if str(device) == "cpu" else f" on {device}"
         raise MRSRError(
-            f"{what} needs about {human(need)} of memory, but only {human(left)} is available; "
-            "use a machine with more memory or a smaller volume"
+            f"{what} needs about {human(need)} of memory, but only {human(left)} is "
+            f"available{where}; {advice}"
         )

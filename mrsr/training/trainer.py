@@ -21,12 +21,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from mrsr import networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, weights_path
 from mrsr.errors import MRSRError
 from mrsr.inference import super_resolve
 from mrsr.io import load_volume, remove_stale_temporaries
 from mrsr.machine import resolve_device
+from mrsr.memory import check_fits, human
 from mrsr.metrics import score
+from mrsr.networks.footprint import footprint
 from mrsr.options import check_device
 from mrsr.progress import bar as progress_bar
 from mrsr.training.data import (
@@ -168,6 +171,7 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     deg = cfg["degradation"]
     torch.manual_seed(t["seed"])
     spec = ModelSpec.create(cfg["model"]["name"], deg["scale"], deg["method"], options)
+    _check_memory(spec, t, device)
     # channels-last as in the inference engine, so validation does not change the kernels used
     model = spec.build().to(device, memory_format=torch.channels_last)
     train_paths = volume_paths(cfg["data"]["train"])
@@ -300,6 +304,25 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         logs.close()
     best_path = out / "best.safetensors"
     return best_path if best_path.exists() else last
+
+
+def _check_memory(spec: ModelSpec, t: dict, device: str) -> None:
+    """Refuse, before anything is built, a run whose weights, Adam state and EMA, and one
+    step's activations and gradients (traced on the ``meta`` device by
+    :func:`~mrsr.networks.footprint.footprint`) do not fit in ``device``'s memory."""
+    with torch.device("meta"):
+        skeleton = spec.build()
+    k, p = int(getattr(skeleton, "in_channels", 1)), t["patch_size"]
+    step = footprint(skeleton, (t["batch_size"], k, p, p), train=True)
+    states = step.parameters * (3 + bool(t["ema"]))  # weights, Adam's two moments, the EMA
+    size = [f"model.{o}" for o in ("channels", "n_blocks") if o in networks.options(spec.network)]
+    check_fits(
+        states + step.peak,
+        f"training {spec.network} x{spec.scale} ({human(states)} of weights and optimizer "
+        f"state, {human(step.peak)} for a step of {t['batch_size']} patches of {p}x{p})",
+        device,
+        f"lower {', '.join(size)}, train.batch_size or train.patch_size",
+    )
 
 
 def _initialise(model: torch.nn.Module, spec: ModelSpec, init: str) -> dict:

@@ -1,0 +1,147 @@
+"""Resources: memory estimated from the network before it runs or trains, and progress lines in
+logs."""
+
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import meta_volume, phantom
+from torch.profiler import ProfilerActivity, profile
+
+import mrsr.memory
+from mrsr import progress
+from mrsr.cli import main
+from mrsr.inference import peak_bytes, super_resolve
+from mrsr.networks import create
+from mrsr.networks.footprint import footprint
+
+GiB = 1 << 30
+SMALL = {"channels": 16, "n_blocks": 1}
+
+
+@pytest.fixture(autouse=True)
+def normal_level():
+    yield
+    progress.set_level(progress.NORMAL)
+
+
+def available(monkeypatch, n):
+    """Pretend the machine has ``n`` bytes free, whatever it has."""
+    monkeypatch.setattr(mrsr.memory, "available_bytes", lambda: int(n))
+
+
+def error_line(capsys, argv):
+    """Exit code 2 and the one error line of a command line that must be refused."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("mrsr: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def allocator_peak(fn):
+    """Peak bytes PyTorch's CPU allocator holds while ``fn()`` runs (its profiler)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = prof.profiler.kineto_results.events()
+    sizes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    held = np.cumsum([n for _, n in sizes])
+    return int(held.max(initial=0))
+
+
+# ---------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize(
+    "name,scale,options",
+    [
+        ("cssfn", 2, SMALL),
+        ("cssfn", 4, {**SMALL, "skip": "kspace"}),
+        ("msrn", 3, {"channels": 16, "n_blocks": 2}),
+        ("csn", 2, {**SMALL, "n_stages": 1}),
+    ],
+)
+@pytest.mark.parametrize("train", [False, True])
+def test_the_estimate_bounds_the_real_peak(name, scale, options, train):
+    """Against PyTorch's allocator, channels-last as inference and training run."""
+    network = create(name, scale, **options).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(4, 1, 32 * scale, 32 * scale)
+
+    def run():
+        if train:
+            F.l1_loss(network(x), target).backward()
+        else:
+            with torch.inference_mode():
+                network(x)
+
+    run()  # first-call buffers (and the gradients) are not the pass's
+    network.zero_grad(set_to_none=True)
+    real = allocator_peak(run)
+    estimate = footprint(network, x.shape, train=train).peak
+    assert real <= estimate <= 2 * real
+    assert all(p.device.type == "cpu" for p in network.parameters())  # untouched
+
+
+def test_an_upscale_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, monkeypatch):
+    """cssfn x16 on 1024 x 1024 slices needs hundreds of GiB: refused at once, with the
+    figure, instead of minutes of failing allocations."""
+    src = tmp_path / "wide.nii.gz"
+    nib.save(nib.Nifti1Image(phantom((1024, 1024, 2)), np.eye(4)), str(src))
+    out = tmp_path / "o.nii.gz"
+    available(monkeypatch, 8 * GiB)
+    start = time.monotonic()
+    line = error_line(capsys, ["upscale", src, out, "--model", "cssfn", "--scale", "16"])
+    assert time.monotonic() - start < 10
+    assert "CSSFN x16 on one 1024x1024 slice" in line and "per output pixel" in line
+    assert "but only 8.0 GiB is available" in line and "smaller scale or network" in line
+    assert not out.exists()
+
+
+def test_the_batch_is_lowered_to_what_fits_and_said(capsys, monkeypatch):
+    volume = meta_volume(phantom((48, 40, 6)), np.eye(4))
+    network = create("cssfn", 2, **SMALL)
+    expected = super_resolve(volume, network, 2, batch_size=6)
+    assert "per batch" not in capsys.readouterr().err
+    one = footprint(network, (1, 1, 48, 40)).peak
+    available(monkeypatch, peak_bytes(volume.numel(), 1, 2) + 2.5 * one)
+    lowered = super_resolve(volume, network, 2, batch_size=6)
+    assert "2 slices per batch instead of 6, to fit in memory" in capsys.readouterr().err
+    torch.testing.assert_close(lowered.as_tensor(), expected.as_tensor())
+
+
+def training_config(folder, **model):
+    (folder / "vols").mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(phantom((40, 36, 5)), np.eye(4)), str(folder / "vols" / "a.nii"))
+    cfg = {
+        "data": {"train": "vols"},
+        "model": {"name": "cssfn", **model},
+        "train": {"max_steps": 2, "batch_size": 4, "patch_size": 10, "val_every": 2},
+        "output_dir": "run",
+    }
+    path = folder / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_training_too_big_for_memory_is_refused_naming_the_keys(tmp_path, capsys, monkeypatch):
+    config = training_config(tmp_path, channels=1024, n_blocks=64)
+    available(monkeypatch, 16 * GiB)
+    start = time.monotonic()
+    line = error_line(capsys, ["train", config])
+    assert time.monotonic() - start < 10
+    assert "training cssfn x2" in line and "but only 16.0 GiB is available" in line
+    assert "lower model.channels, model.n_blocks, train.batch_size or train.patch_size" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_that_fits_runs(tmp_path, capsys, monkeypatch):
+    config = training_config(tmp_path, **SMALL)
+    available(monkeypatch, 1 * GiB)
+    assert main(["train", str(config), "-q"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "last.safetensors").is_file()
