@@ -31,7 +31,7 @@ from monai.data import MetaTensor
 
 from mrsr.errors import MRSRError
 from mrsr.memory import check_fits
-from mrsr.probe import VolumeInfo, nifti_affine, probe_volume
+from mrsr.probe import VolumeInfo, failure_reason, nifti_affine, probe_volume
 from mrsr.provenance import check_sidecar, short_description, write_sidecar
 
 __all__ = [
@@ -131,12 +131,12 @@ def _load_nifti(path: Path) -> MetaTensor:
 
 
 def _load_sitk(path: Path, files: list[Path]) -> MetaTensor:
-    if path.is_dir():
+    if path.is_dir() and len(files) > 1:
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in files])
         image = reader.Execute()
-    else:
-        image = sitk.ReadImage(str(path))
+    else:  # a series of one file may hold every slice (multi-frame): read it as a volume
+        image = sitk.ReadImage(str(files[0] if path.is_dir() else path))
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise MRSRError(f"{path}: expected a 3D scalar volume, got {image.GetDimension()}D")
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
@@ -190,9 +190,7 @@ def _kind(path: Path) -> str:
 
 
 def _reader_failure(path: Path, exc: Exception) -> MRSRError:
-    text = str(exc).strip()
-    reason = text.splitlines()[0][:200] if text else type(exc).__name__
-    return MRSRError(f"{path}: cannot be read as a volume ({reason})")
+    return MRSRError(f"{path}: cannot be read as a volume ({failure_reason(exc)})")
 
 
 @contextlib.contextmanager

@@ -6,16 +6,22 @@ trusted:
 
 - a detached header (``.nhdr``, ``.mhd``) whose data file lies outside the header's folder tree,
   after resolving links (``data file: ../../etc/passwd`` is refused, naming the header);
-- claimed sizes the file cannot hold: uncompressed data shorter than dimensions × type size, or
-  compressed data that would expand more than deflate's maximum ratio (1032:1);
+- claimed sizes the file cannot hold: uncompressed data shorter than dimensions × type size,
+  compressed data that would expand more than deflate's maximum ratio (1032:1), or zlib/gzip
+  data (NRRD, MetaImage) that does not inflate to exactly the claimed size (a truncated file);
+  bzip2 NRRD data, which ITK cannot read;
 - non-finite geometry (NaN or infinite pixdim, quaternion, offsets, sform rows, spacing,
   origin or direction);
 - complex or RGB voxels, which have no single intensity to super-resolve;
 - a single-file NIfTI whose voxels would start inside its header (``vox_offset`` below 352,
   544 for NIfTI-2);
 - a DICOM folder with more than one series, files that are not readable slices of the series
-  (hidden files and ``DICOMDIR`` aside), slices without a positive pixel spacing, or slices
-  without a position or not evenly spaced.
+  (hidden files and ``DICOMDIR`` aside), slices of different sizes or without a positive pixel
+  spacing, or slices without a position or not evenly spaced; a multi-frame (enhanced) file
+  whose per-frame positions do not follow the grid SimpleITK reads.
+
+:func:`failure_reason` turns a reader's exception into the problem in words, without ITK's
+source locations.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from mrsr.errors import MRSRError, shown
 from mrsr.memory import human
 from mrsr.progress import warn
 
-__all__ = ["VolumeInfo", "data_files", "nifti_affine", "probe_volume"]
+__all__ = ["VolumeInfo", "data_files", "failure_reason", "nifti_affine", "probe_volume"]
 
 DEFLATE_MAX_RATIO = 1032  # the most a deflate stream can expand (RFC 1951: 258 bytes per 2 bits)
 _MAX_HEADER = 16 << 20  # a text header (NRRD, MetaImage) longer than this is refused
@@ -62,6 +68,21 @@ class VolumeInfo:
     @property
     def nbytes(self) -> int:
         return self.voxels * self.dtype.itemsize
+
+
+_ITK_NOISE = re.compile(
+    r"Exception thrown in SimpleITK \w+: |\S+\.(?:cxx|hxx|txx|cpp|h):\d+:?|(?:ITK |itk::)ERROR: |"
+    r"\w+\(0x[0-9a-fA-F]+\):? ?|\[(?:nrrd|biff)\] \w+:"
+)
+
+
+def failure_reason(exc: Exception) -> str:
+    """A reader's failure as one short line: no ITK source location, object address or teem
+    function name; teem's last (most specific) line, else the first line."""
+    lines = [(line, _ITK_NOISE.sub("", line).strip(" :")) for line in str(exc).splitlines()]
+    teem = [text for line, text in lines if line.startswith("[") and text]
+    plain = [text for _, text in lines if text]
+    return (teem[-1:] or plain[:1] or [type(exc).__name__])[0][:200]
 
 
 def _spatial(dims: tuple[int, ...], path: Path) -> tuple[tuple[int, int, int], int]:
@@ -263,38 +284,42 @@ def data_files(header: Path) -> list[Path]:
 
 
 def _encoding(lines: list[str], nrrd: bool) -> str:
-    """``raw``, ``gzip``, ``hex``, ``text`` or ``other`` (bzip2: its size bounds nothing)."""
+    """``raw``, ``gzip``, ``bzip2``, ``hex``, ``text`` or ``other``."""
     if nrrd:
         value = (_field(lines, ("encoding",), ":") or ("raw", 0))[0].lower()
-        names = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "hex": "hex"}
+        names = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+        names["hex"] = "hex"
         return names.get(value, "text" if value in ("ascii", "text", "txt") else "other")
     value = (_field(lines, ("compresseddata",), "=") or ("false", 0))[0].lower()
     return "gzip" if value == "true" else "raw"
 
 
 def _check_zlib(files: list[Path], offset: int, nbytes: int, path: Path) -> None:
-    """Refuse compressed MetaImage data that does not inflate to exactly ``nbytes`` (ITK
-    would only print a warning and hand back uninitialised memory). Streams: nothing is kept."""
-    inflate, total = zlib.decompressobj(), 0
+    """Refuse zlib or gzip data (MetaImage, NRRD) that does not inflate to exactly ``nbytes``:
+    ITK would hand back uninitialised memory (MetaImage) or fail with its source line (NRRD).
+    Streams, at most 16 MiB out at a time: nothing is kept."""
+    inflate, total = zlib.decompressobj(zlib.MAX_WBITS | 32), 0  # zlib or gzip header
     try:
         for i, name in enumerate(files):
             with open(name, "rb") as f:
                 f.seek(offset if i == 0 else 0)
-                while chunk := f.read(1 << 20):
-                    total += len(inflate.decompress(chunk, nbytes + 1 - total))
-                    while inflate.unconsumed_tail and total <= nbytes:
-                        total += len(
-                            inflate.decompress(inflate.unconsumed_tail, nbytes + 1 - total)
-                        )
-                    if total > nbytes:
-                        break
-        total += len(inflate.flush())
+                while (chunk := f.read(1 << 20)) and total <= nbytes and not inflate.eof:
+                    while chunk and total <= nbytes:
+                        total += len(inflate.decompress(chunk, min(1 << 24, nbytes + 1 - total)))
+                        chunk = inflate.unconsumed_tail
+        if total <= nbytes:  # else the pending input could inflate without bound
+            total += len(inflate.flush())
     except zlib.error as exc:
         raise MRSRError(f"{path}: its compressed data is corrupt ({exc})") from exc
-    if total != nbytes or not inflate.eof:
+    if total < nbytes and not inflate.eof:
+        raise MRSRError(
+            f"{path}: its compressed data ends early ({human(total)} of the {human(nbytes)} the "
+            "header claims): the file is truncated; copy or export it again"
+        )
+    if total != nbytes:
         raise MRSRError(
             f"{path}: its compressed data inflates to {human(total)}, not the {human(nbytes)} "
-            "the header claims; the file is truncated or corrupt"
+            "the header claims; the header is wrong or the file corrupt"
         )
 
 
@@ -305,10 +330,15 @@ def _probe_sitk_file(path: Path) -> VolumeInfo:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise MRSRError(f"{path}: cannot be read as a volume ({shown(reason)})") from exc
+        raise MRSRError(f"{path}: cannot be read as a volume ({failure_reason(exc)})") from exc
     nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
-    return _sitk_info(reader, path, files, _encoding(_header_lines(path), nrrd))
+    encoding = _encoding(_header_lines(path), nrrd)
+    if encoding == "bzip2":
+        raise MRSRError(
+            f"{path}: bzip2-compressed NRRD data cannot be read (ITK's NRRD reader has no "
+            "bzip2); save it with gzip or raw encoding (e.g. unu save -e gzip)"
+        )
+    return _sitk_info(reader, path, files, encoding)
 
 
 def _sitk_dtype(pixel_id: int) -> np.dtype:
@@ -340,7 +370,7 @@ def _sitk_info(
     stored = sum(f.stat().st_size for f in files)
     offset = len(_header(path)) if files == [path] else 0
     stored -= offset
-    if encoding == "gzip" and path.suffix.lower() in (".mha", ".mhd"):
+    if encoding == "gzip":
         _check_zlib(files, offset, info.nbytes, path)
     if encoding == "hex":  # two characters per byte
         stored //= 2
@@ -361,22 +391,51 @@ def _decimals(reader: sitk.ImageFileReader, tag: str, count: int) -> np.ndarray 
     return values if values.shape == (count,) and np.isfinite(values).all() else None
 
 
+def _check_pixel_spacing(spacing: np.ndarray | None, text: object, name: str, folder: Path) -> None:
+    if spacing is None or spacing.min() <= 0:
+        raise MRSRError(
+            f"{folder}: slice {shown(name)} has pixel spacing (0028,0030) {shown(text)}: a zero, "
+            "negative or missing spacing is corrupt geometry; re-export the series from the "
+            "scanner or archive"
+        )
+
+
+def _check_even(positions: np.ndarray, folder: Path) -> None:
+    """Refuse slice positions (mm along the slice normal) that are not evenly spaced."""
+    z = np.sort(positions)
+    gaps = np.diff(z)
+    step = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if step <= 0 or abs(gaps[worst] - step) > max(0.01, 0.01 * step):
+        raise MRSRError(
+            f"{folder}: slices are not evenly spaced: {gaps[worst]:.3g} mm between slice "
+            f"positions {z[worst]:.3g} and {z[worst + 1]:.3g} mm where the series steps by "
+            f"{step:.3g} mm (a missing or duplicated slice?)"
+        )
+
+
+def _dims(size: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in (size if size[2:] != (1,) else size[:2]))
+
+
 def _dicom_geometry(files: list[str], folder: Path) -> None:
-    """Refuse slices without a positive pixel spacing, and a series whose slices have no
-    position or are not evenly spaced along the slice normal."""
+    """Refuse slices of different sizes or without a positive pixel spacing, and a series whose
+    slices have no position or are not evenly spaced along the slice normal."""
     reader = sitk.ImageFileReader()
-    positions, normal = [], None
+    positions, normal, size = [], None, None
     for name in files:
         reader.SetFileName(name)
         reader.ReadImageInformation()
-        spacing = _decimals(reader, "0028|0030", 2)
-        if spacing is None or min(spacing) <= 0:
-            text = reader.GetMetaData("0028|0030") if reader.HasMetaDataKey("0028|0030") else None
+        if size is None:
+            size, first = reader.GetSize(), Path(name).name
+        if reader.GetSize() != size:
             raise MRSRError(
-                f"{folder}: slice {shown(Path(name).name)} has pixel spacing (0028,0030) "
-                f"{shown(text)}: a zero, negative or missing spacing is corrupt geometry; "
-                "re-export the series from the scanner or archive"
+                f"{folder}: DICOM slices of different sizes ({_dims(size)} in {shown(first)} and "
+                f"{_dims(reader.GetSize())} in {shown(Path(name).name)}): not one series; put "
+                "each series in its own folder"
             )
+        text = reader.GetMetaData("0028|0030") if reader.HasMetaDataKey("0028|0030") else None
+        _check_pixel_spacing(_decimals(reader, "0028|0030", 2), text, Path(name).name, folder)
         cosines = _decimals(reader, "0020|0037", 6)
         position = _decimals(reader, "0020|0032", 3)
         if cosines is None or position is None:
@@ -390,18 +449,61 @@ def _dicom_geometry(files: list[str], folder: Path) -> None:
         if normal is None:
             normal = np.cross(cosines[:3], cosines[3:])
         positions.append(float(position @ normal))
-    if len(positions) < 2:
-        return
-    z = np.sort(positions)
-    gaps = np.diff(z)
-    step = float(np.median(gaps))
-    worst = int(np.argmax(np.abs(gaps - step)))
-    if step <= 0 or abs(gaps[worst] - step) > max(0.01, 0.01 * step):
+    if len(positions) > 1:
+        _check_even(np.array(positions), folder)
+
+
+def _frame_geometry(path: str, reader: sitk.ImageFileReader, folder: Path) -> float | None:
+    """Check that SimpleITK puts every frame of a multi-frame file (enhanced MR or CT) where
+    its per-frame functional groups say the frame lies: GDCM falls back to 1 mm voxels,
+    silently, for frames without positions or not evenly spaced. The slice thickness, if
+    recorded."""
+    import pydicom  # only multi-frame files need it
+
+    name, n = Path(path).name, reader.GetSize()[2]
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()])[0]
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    def value(frame: pydicom.Dataset, sequence: str, keyword: str) -> object:
+        for group in (frame, shared):
+            items = group.get(sequence)
+            if items and keyword in items[0]:
+                return items[0].get(keyword)
+        return None
+
+    def numbers(sequence: str, keyword: str, count: int) -> np.ndarray | None:
+        try:
+            values = np.array([[float(v) for v in value(f, sequence, keyword)] for f in frames])
+        except (TypeError, ValueError):  # missing, or not numbers
+            return None
+        ok = values.shape == (n, count) and np.isfinite(values).all()
+        return values if ok else None
+
+    positions = numbers("PlanePositionSequence", "ImagePositionPatient", 3)
+    cosines = numbers("PlaneOrientationSequence", "ImageOrientationPatient", 6)
+    if len(frames) != n or positions is None or cosines is None:
         raise MRSRError(
-            f"{folder}: slices are not evenly spaced: {gaps[worst]:.3g} mm between slice "
-            f"positions {z[worst]:.3g} and {z[worst + 1]:.3g} mm where the series steps by "
-            f"{step:.3g} mm (a missing or duplicated slice?)"
+            f"{folder}: {shown(name)} holds {n} frames without a position and orientation for "
+            "each (per-frame functional groups), so the spacing between them is unknown; "
+            "re-export it with its patient geometry"
         )
+    spacing = numbers("PixelMeasuresSequence", "PixelSpacing", 2)
+    text = value(frames[0], "PixelMeasuresSequence", "PixelSpacing")
+    _check_pixel_spacing(spacing, text, name, folder)
+    _check_even(positions @ np.cross(cosines[0, :3], cosines[0, 3:]), folder)
+    grid = np.asarray(reader.GetDirection()).reshape(3, 3) @ np.diag(reader.GetSpacing())
+    placed = np.asarray(reader.GetOrigin()) + np.arange(n)[:, None] * grid[:, 2]
+    in_plane = np.hstack([cosines[:, :3] * spacing[:, 1:], cosines[:, 3:] * spacing[:, :1]])
+    off = float(np.abs(positions - placed).max())
+    if off > max(0.01, 0.01 * abs(reader.GetSpacing()[2])) or not np.allclose(
+        in_plane, grid[:, :2].T.ravel(), rtol=0, atol=1e-4 * spacing.max()
+    ):
+        raise MRSRError(
+            f"{folder}: the frames of {shown(name)} do not lie on one regular grid in the order "
+            f"they are stored (up to {off:.3g} mm off); re-export it as one file per slice"
+        )
+    return _positive(str(value(frames[0], "PixelMeasuresSequence", "SliceThickness") or ""))
 
 
 def _check_entries(folder: Path, files: list[str]) -> None:
@@ -438,22 +540,30 @@ def _probe_dicom(folder: Path) -> VolumeInfo:
     if not files:
         raise MRSRError(f"{folder}: no readable DICOM series")
     _check_entries(folder, files)
+    reader = sitk.ImageFileReader()
     try:
-        _dicom_geometry(files, folder)
-        reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
         reader.ReadImageInformation()
+        frames = (*reader.GetSize(), 1)[2]
+        if frames > 1 and len(files) > 1:
+            raise MRSRError(
+                f"{folder}: holds {len(files)} multi-frame DICOM files; give each its own folder"
+            )
+        if frames > 1:
+            thickness = _frame_geometry(files[0], reader, folder)
+        else:
+            _dicom_geometry(files, folder)
+            has = reader.HasMetaDataKey("0018|0050")
+            thickness = _positive(reader.GetMetaData("0018|0050") if has else "")
     except MRSRError:
         raise
     except (RuntimeError, ValueError) as exc:
-        raise MRSRError(f"{folder}: cannot be read as a DICOM series ({shown(str(exc))})") from exc
-    size = list(reader.GetSize())
+        reason = failure_reason(exc)
+        raise MRSRError(f"{folder}: cannot be read as a DICOM series ({reason})") from exc
+    size = reader.GetSize()
     dtype = _sitk_dtype(reader.GetPixelID())
-    shape = (size[0], size[1], len(files))
+    shape = (size[0], size[1], max(frames, len(files)))
     channels = reader.GetNumberOfComponents()
-    thickness = (
-        _positive(reader.GetMetaData("0018|0050")) if reader.HasMetaDataKey("0018|0050") else None
-    )
     return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files], thickness)
 
 

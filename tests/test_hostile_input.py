@@ -1,13 +1,15 @@
 """Input volumes that lie about their geometry or hide a fault: each is read as it means or
 refused in one line naming the file and the problem (never an ITK source path)."""
 
+import bz2
 import gzip
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import phantom, sitk_image, write_dicom_series
+import SimpleITK as sitk
+from conftest import make_affine, phantom, sitk_image, write_dicom_series
 from test_hostile import refused, snapshot
 
 from mrsr import probe
@@ -191,3 +193,119 @@ def test_a_header_without_an_end_is_refused_not_read_in_part(tmp_path, capsys, m
         capsys, ["upscale", tmp_path / "v.mhd", out, "--model", "zerofill"], "v.mhd: its header"
     )
     assert "goes on past 1.0 MiB" in line
+
+
+# ---------------------------------------------------------------- 4. what is wrong, in words
+
+NRRD = b"NRRD0004\ntype: float\ndimension: 3\nsizes: 30 30 10\nendian: little\nencoding: "
+
+
+def no_itk_text(line: str) -> None:
+    assert ".cxx" not in line and ".hxx" not in line and "(0x" not in line, line
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "bzip2"])
+def test_short_compressed_nrrd_data_is_called_truncated(tmp_path, capsys, encoding):
+    data = phantom((30, 30, 10)).tobytes(order="F")
+    packed = gzip.compress(data) if encoding == "gzip" else bz2.compress(data)
+    path = tmp_path / "t.nrrd"
+    path.write_bytes(NRRD + encoding.encode() + b"\n\n" + packed[: len(packed) * 2 // 3])
+    out = tmp_path / "o.nii.gz"
+    words = "compressed data ends early" if encoding == "gzip" else "bzip2-compressed NRRD data"
+    line = refused(capsys, ["upscale", path, out, "--model", "zerofill"], words)
+    assert "t.nrrd" in line and ("truncated" in line if encoding == "gzip" else "gzip" in line)
+    no_itk_text(line)
+
+
+def test_whole_gzip_nrrd_still_reads(tmp_path):
+    data = phantom((30, 30, 10))
+    (tmp_path / "w.nrrd").write_bytes(NRRD + b"gzip\n\n" + gzip.compress(data.tobytes("F")))
+    np.testing.assert_array_equal(load_volume(tmp_path / "w.nrrd")[0].numpy(), data)
+
+
+@pytest.mark.parametrize(
+    "encoding,data,words",
+    [
+        ("zrl", b"", 'parse encoding "zrl"'),
+        ("hex", b"zz" * 108, "invalid character ('z')"),
+        ("ascii", b"1 2 x " * 9, 'parse float 3 of 27 ("x")'),
+    ],
+    ids=["zrl", "hex", "ascii"],
+)
+def test_reader_failures_never_show_itk_source_lines(tmp_path, capsys, encoding, data, words):
+    header = b"NRRD0004\ntype: float\ndimension: 3\nsizes: 3 3 3\nendian: little\nencoding: "
+    (tmp_path / "e.nrrd").write_bytes(header + encoding.encode() + b"\n\n" + data + b"\n")
+    out = tmp_path / "o.nii.gz"
+    line = refused(capsys, ["upscale", tmp_path / "e.nrrd", out, "--model", "zerofill"], words)
+    assert "e.nrrd: cannot be read as a volume" in line
+    no_itk_text(line)
+
+
+def test_dicom_slices_of_different_sizes_are_named(tmp_path, capsys):
+    files = dicom_series(tmp_path / "s")
+    other = dicom_series(tmp_path / "small", shape=(6, 5, 5))
+    other[2].replace(files[2])
+    line = refused(
+        capsys,
+        ["upscale", tmp_path / "s", tmp_path / "o.nii.gz", "--model", "zerofill"],
+        "DICOM slices of different sizes (12x10 in",
+    )
+    assert f"6x5 in '{files[2].name}'" in line and "not one series" in line
+    no_itk_text(line)
+
+
+def enhanced(folder, affine, shape=(20, 18, 6)) -> tuple[np.ndarray, object]:
+    """One multi-frame DICOM file (GDCM writes Enhanced MR Image Storage, with per-frame
+    positions) holding a whole volume; its voxels and path."""
+    data = np.round(phantom(shape)).astype(np.int16)
+    image = sitk_image(data, affine)
+    image.SetMetaData("0008|0060", "MR")
+    folder.mkdir()
+    sitk.WriteImage(image, str(folder / "volume.dcm"))
+    ds = pydicom.dcmread(str(folder / "volume.dcm"), stop_before_pixels=True)
+    assert ds.SOPClassUID.name == "Enhanced MR Image Storage" and int(ds.NumberOfFrames) == 6
+    return data, folder / "volume.dcm"
+
+
+def test_a_multi_frame_dicom_is_read_as_the_volume_it_holds(tmp_path, capsys):
+    affine = make_affine("oblique", (0.8, 0.8, 2.0))
+    data, _ = enhanced(tmp_path / "mf", affine)
+    volume = load_volume(tmp_path / "mf")
+    np.testing.assert_array_equal(volume[0].numpy(), data)
+    np.testing.assert_allclose(np.asarray(volume.affine), affine, atol=1e-4)
+    out = tmp_path / "o.nii.gz"
+    assert main(["upscale", str(tmp_path / "mf"), str(out), "--model", "zerofill"]) == 0
+    assert nib.load(str(out)).shape == (40, 36, 6)
+
+
+def set_frame_positions(path, move) -> None:
+    ds = pydicom.dcmread(str(path))
+    frames = [f.PlanePositionSequence[0] for f in ds.PerFrameFunctionalGroupsSequence]
+    for item, position in zip(frames, move([list(f.ImagePositionPatient) for f in frames])):
+        item.ImagePositionPatient = position
+    ds.save_as(str(path))
+
+
+def test_multi_frame_geometry_follows_the_frames_or_is_refused(tmp_path, capsys):
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    _, path = enhanced(tmp_path / "reversed", affine)
+    set_frame_positions(path, lambda p: p[::-1])  # frames stored top to bottom
+    volume = load_volume(tmp_path / "reversed")
+    lps = np.array(
+        pydicom.dcmread(str(path))
+        .PerFrameFunctionalGroupsSequence[5]
+        .PlanePositionSequence[0]
+        .ImagePositionPatient,
+        dtype=float,
+    )
+    np.testing.assert_allclose(
+        (np.asarray(volume.affine) @ [0, 0, 5, 1])[:3], lps * [-1, -1, 1], atol=1e-4
+    )
+    _, path = enhanced(tmp_path / "gap", affine)
+    set_frame_positions(path, lambda p: p[:5] + [[p[5][0], p[5][1], p[5][2] + 2.0]])
+    line = refused(
+        capsys,
+        ["upscale", tmp_path / "gap", tmp_path / "o.nii.gz", "--model", "zerofill"],
+        "not evenly spaced",
+    )
+    no_itk_text(line)
