@@ -393,8 +393,9 @@ def _decimals(reader: sitk.ImageFileReader, tag: str, count: int) -> np.ndarray 
 
 def _check_pixel_spacing(spacing: np.ndarray | None, text: object, name: str, folder: Path) -> None:
     if spacing is None or spacing.min() <= 0:
+        stated = "missing" if text is None else shown(text)
         raise MRSRError(
-            f"{folder}: slice {shown(name)} has pixel spacing (0028,0030) {shown(text)}: a zero, "
+            f"{folder}: slice {shown(name)} has pixel spacing (0028,0030) {stated}: a zero, "
             "negative or missing spacing is corrupt geometry; re-export the series from the "
             "scanner or archive"
         )
