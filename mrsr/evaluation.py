@@ -34,6 +34,7 @@ from mrsr.geometry import slice_axis
 from mrsr.io import NIFTI_SUFFIXES, SITK_SUFFIXES, is_volume_path, load_volume
 from mrsr.metrics import foreground_mask, score, slice_scores
 from mrsr.pipeline import Pipeline
+from mrsr.progress import bar as progress_bar
 from mrsr.transforms import CropToMultiple, degrade
 
 __all__ = [
@@ -174,21 +175,32 @@ def _score_case(case: Case, shave: int) -> Case:
 
 
 def iter_pairs(
-    pred: PathLike | Mapping[str, PathLike], ref: PathLike, mask: MaskArg = "auto", shave: int = 0
+    pred: PathLike | Mapping[str, PathLike],
+    ref: PathLike,
+    mask: MaskArg = "auto",
+    shave: int = 0,
+    progress: bool = False,
 ) -> Iterator[Case]:
     """Score predictions against references, one :class:`Case` per reference volume.
 
     ``pred``: a file or folder (method ``"prediction"``), or ``{method: file or folder}`` to
-    score several methods' outputs against the same references.
+    score several methods' outputs against the same references. ``progress``: count the
+    volumes on stderr (:func:`mrsr.progress.bar`).
     """
     preds = pred if isinstance(pred, Mapping) else {"prediction": pred}
     pairs = {method: pair_volumes(p, ref) for method, p in preds.items()}
     masks = _Masks(mask)
     # every method pairs the same references in the same (sorted) order
-    for i, (name, _, ref_path) in enumerate(next(iter(pairs.values()))):
-        reference = load_volume(ref_path)
-        predictions = {method: load_volume(pairs[method][i][1]) for method in preds}
-        yield _score_case(Case(name, reference, predictions, masks(name, reference, None)), shave)
+    listing = next(iter(pairs.values()))
+    with progress_bar(len(listing), "evaluating", "volume", enabled=progress) as bar:
+        for i, (name, _, ref_path) in enumerate(listing):
+            reference = load_volume(ref_path)
+            predictions = {method: load_volume(pairs[method][i][1]) for method in preds}
+            case = _score_case(
+                Case(name, reference, predictions, masks(name, reference, None)), shave
+            )
+            bar.update()
+            yield case
 
 
 def evaluate_pairs(
@@ -205,6 +217,7 @@ def iter_compare(
     degradation: str = "kspace",
     mask: MaskArg = "auto",
     shave: int | None = None,
+    progress: bool = False,
 ) -> Iterator[Case]:
     """Degrade each reference, super-resolve it with every method, score: one Case per volume.
 
@@ -212,6 +225,7 @@ def iter_compare(
     of ``scale`` in-plane and degraded by ``degradation`` (:func:`mrsr.transforms.degrade`); the
     metrics compare each method's output with the cropped reference. ``shave`` defaults to
     ``scale``. A mask file is given on the uncropped reference's grid and cropped alike.
+    ``progress``: count the volumes on stderr (:func:`mrsr.progress.bar`).
     """
     paths = [refs] if isinstance(refs, (str, os.PathLike)) else list(refs)
     found = [item for path in paths for item in _listing(path).items()]
@@ -220,13 +234,18 @@ def iter_compare(
         raise MRSRError("references must have distinct names (they name the table's rows)")
     masks = _Masks(mask)
     nearest = Pipeline("nearest", scale, degradation=degradation)
-    for name, path in listing.items():
-        lr, hr = degrade(load_volume(path), scale, degradation)
-        predictions = {method: pipe(lr) for method, pipe in methods.items()}
-        shown = [predictions[m] for m, pipe in methods.items() if pipe.spec.network == "nearest"]
-        case = Case(name, hr, predictions, masks(name, hr, CropToMultiple(scale)))
-        case.low_res = shown[0] if shown else nearest(lr)
-        yield _score_case(case, scale if shave is None else shave)
+    with progress_bar(len(listing), "evaluating", "volume", enabled=progress) as bar:
+        for name, path in listing.items():
+            lr, hr = degrade(load_volume(path), scale, degradation)
+            predictions = {method: pipe(lr) for method, pipe in methods.items()}
+            shown = [
+                predictions[m] for m, pipe in methods.items() if pipe.spec.network == "nearest"
+            ]
+            case = Case(name, hr, predictions, masks(name, hr, CropToMultiple(scale)))
+            case.low_res = shown[0] if shown else nearest(lr)
+            case = _score_case(case, scale if shave is None else shave)
+            bar.update()
+            yield case
 
 
 def compare_methods(

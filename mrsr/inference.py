@@ -231,11 +231,10 @@ def super_resolve(
         name,
     )
     result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
-    with torch.inference_mode():
+    total = data.shape[0] * data.shape[1 + axis]
+    bar = progress_bar(total, "super-resolving", "slice", enabled=progress)
+    with torch.inference_mode(), bar:
         data = data.float()
-        bar = progress_bar(
-            data.shape[0] * data.shape[1 + axis], "super-resolving", "slice", enabled=progress
-        )
         bad, residual, clamped = 0, [0.0, 0.0], []
         for channel, target in zip(data, result):
             lo, hi = intensity_window(channel, normalisation)
@@ -288,7 +287,6 @@ def super_resolve(
                 start = stop
             target.mul_(hi - lo).add_(lo)
             clamp_nonnegative(target, channel, nonnegative)
-    bar.close()
     if bad:
         raise MRSRError(
             f"{name}: the network gave {bad} NaN or infinite voxels (broken weights, or input "

@@ -3,6 +3,11 @@
 The level is set once (``--quiet`` / ``--verbose`` on the command line, :func:`set_level` in
 Python); ``TQDM_DISABLE=1`` turns the bars off as tqdm users expect. When stderr is not a
 terminal a bar prints a plain line at 0, every tenth and at the end, never a carriage return.
+When stderr is not a terminal or the bars are off, a long stage also prints a status line
+whenever :data:`INTERVAL` seconds pass without one, even while one step takes longer::
+
+    training: 120/1000 step, 00:31 elapsed, about 03:47 left, loss 0.0213
+
 In a notebook the widget bar is used only when ``ipywidgets`` is installed.
 """
 
@@ -10,13 +15,19 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Any
+
+from tqdm.std import tqdm
 
 from mrsr.errors import one_line
 
 __all__ = ["QUIET", "VERBOSE", "bar", "note", "set_level", "warn"]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
+# Seconds at most between two lines of a stage in a log or with the bars off.
+INTERVAL = float(os.environ.get("MRSR_PROGRESS_INTERVAL", "30"))
 _level = NORMAL
 _warned: set[str] = set()
 
@@ -47,29 +58,75 @@ def warn(message: str) -> None:
 
 
 class _Lines:
-    """A tqdm-like counter that prints whole lines (for logs and pipes)."""
+    """A tqdm-like counter that prints whole lines (for logs and pipes, and with the bars off).
 
-    def __init__(self, total: int, desc: str, unit: str, initial: int = 0) -> None:
+    With ``milestones``, a line at 0, every tenth and at the end; in any case a status line
+    (:meth:`status`) whenever :data:`INTERVAL` seconds pass without a line, from a thread while a
+    step takes longer. Use it in a ``with`` block, or ``close`` it, to stop that thread.
+    """
+
+    def __init__(
+        self, total: int, desc: str, unit: str, initial: int = 0, milestones: bool = True
+    ) -> None:
         self.total, self.desc, self.unit = max(total, 0), desc, unit
-        self.n, self._shown = initial, -1
+        self.n = self.initial = initial
+        self.postfix: dict[str, Any] = {}
+        self.milestones, self._shown = milestones, -1
+        self._start = self._last = time.monotonic()
+        self._lock, self._stop = threading.Lock(), threading.Event()
         self._show()
+        self._beat = threading.Thread(target=self._beating, daemon=True)
+        self._beat.start()
+
+    def _print(self, text: str) -> None:
+        self._last = time.monotonic()
+        _line(text)
 
     def _show(self) -> None:
         tenth = 10 * self.n // self.total if self.total else 10
-        if tenth != self._shown:
+        if self.milestones and tenth != self._shown:
             self._shown = tenth
-            _line(f"{self.desc}: {self.n}/{self.total} {self.unit}")
+            self._print(f"{self.desc}: {self.n}/{self.total} {self.unit}")
+
+    def status(self) -> str:
+        """``desc: n/total unit, elapsed, about remaining left`` and the postfix (a loss)."""
+        elapsed = time.monotonic() - self._start
+        done = self.n - self.initial
+        left = tqdm.format_interval(elapsed * (self.total - self.n) / done) if done > 0 else "?"
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        return (
+            f"{self.desc}: {self.n}/{self.total} {self.unit}, "
+            f"{tqdm.format_interval(elapsed)} elapsed, about {left} left{extra}"
+        )
+
+    def _due(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last >= INTERVAL:
+                self._print(self.status())
+
+    def _beating(self) -> None:
+        while not self._stop.wait(max(self._last + INTERVAL - time.monotonic(), 0.01)):
+            self._due()
 
     def update(self, n: int = 1) -> None:
         self.n += n
         self._show()
+        self._due()
 
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs) -> None:
+        self.postfix = {**(ordered_dict or {}), **kwargs}
 
     def close(self) -> None:
-        if self.n != self.total and self._shown != 10:
-            _line(f"{self.desc}: {self.n}/{self.total} {self.unit}")
+        self._stop.set()
+        self._beat.join()
+        if self.milestones and self.n != self.total and self._shown != 10:
+            self._print(f"{self.desc}: {self.n}/{self.total} {self.unit}")
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _tqdm_class() -> Any:
@@ -79,21 +136,19 @@ def _tqdm_class() -> Any:
         except ImportError:
             pass
         else:
-            from tqdm.notebook import tqdm
+            from tqdm.notebook import tqdm as widget_bar
 
-            return tqdm
-    from tqdm.std import tqdm
-
+            return widget_bar
     return tqdm
 
 
 def bar(total: int, desc: str, unit: str = "it", enabled: bool = True, **kwargs: Any) -> Any:
-    """A progress bar over ``total`` steps (``update``, ``set_postfix``, ``close``)."""
-    off = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    if not enabled or off or _level == QUIET:
-        from tqdm.std import tqdm
-
+    """A progress bar over ``total`` steps (``update``, ``set_postfix``, ``close``), to use as
+    a context manager: a tqdm bar on a terminal, else lines (:class:`_Lines`; with
+    ``TQDM_DISABLE=1`` only the status lines), nothing when not ``enabled`` or quiet."""
+    if not enabled or _level == QUIET:
         return tqdm(total=total, disable=True)
-    if "ipykernel" not in sys.modules and not sys.stderr.isatty():
-        return _Lines(total, desc, unit, kwargs.get("initial", 0))
+    off = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    if off or ("ipykernel" not in sys.modules and not sys.stderr.isatty()):
+        return _Lines(total, desc, unit, kwargs.get("initial", 0), milestones=not off)
     return _tqdm_class()(total=total, desc=desc, unit=unit, file=sys.stderr, **kwargs)

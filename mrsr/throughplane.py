@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 PROFILES = ("box", "gaussian")
+_LOSS_WINDOW = 50  # steps in the running mean of the loss that progress shows
 
 
 def along(x: torch.Tensor, matrix: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
@@ -337,22 +338,24 @@ def train_network(
         enabled=progress,
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
     )
-    while steps is None or len(losses) < steps:
-        elapsed = time.monotonic() - start
-        if elapsed >= time_budget:
-            break
-        pair = _batch(slices, operators, side, batch_size, rng)
-        source, target = (t.to(device) for t in pair)
-        loss = F.l1_loss(network(source), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        done = max(elapsed / time_budget, len(losses) / steps if steps else 0.0)
-        bar.update(int(100 * min(done, 1.0)) - bar.n)
-        bar.set_postfix(step=len(losses), loss=f"{losses[-1]:.4f}", refresh=False)
-    bar.update(100 - bar.n)  # the budget or the steps are used up: training is complete
-    bar.close()
+    with bar:
+        while steps is None or len(losses) < steps:
+            elapsed = time.monotonic() - start
+            if elapsed >= time_budget:
+                break
+            pair = _batch(slices, operators, side, batch_size, rng)
+            source, target = (t.to(device) for t in pair)
+            loss = F.l1_loss(network(source), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            done = max(elapsed / time_budget, len(losses) / steps if steps else 0.0)
+            recent = losses[-_LOSS_WINDOW:]
+            loss_shown = f"{sum(recent) / len(recent):.4f}"
+            bar.set_postfix(step=len(losses), loss=loss_shown, refresh=False)
+            bar.update(int(100 * min(done, 1.0)) - bar.n)
+        bar.update(100 - bar.n)  # the budget or the steps are used up: training is complete
     return network.eval(), losses
 
 

@@ -1,6 +1,7 @@
 """Resources: memory estimated from the network before it runs or trains, and progress lines in
 logs."""
 
+import re
 import time
 
 import nibabel as nib
@@ -145,3 +146,66 @@ def test_training_that_fits_runs(tmp_path, capsys, monkeypatch):
     available(monkeypatch, 1 * GiB)
     assert main(["train", str(config), "-q"]) == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+# ---------------------------------------------------------------- progress lines
+
+STATUS = r"(\d+)/(\d+) (\S+), \d\d:\d\d elapsed, about (\d\d:\d\d|\?) left"
+
+
+@pytest.fixture
+def every_step(monkeypatch):
+    """Status lines at every step, not every 30 s."""
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+
+
+def status_lines(err, stage, extra=""):
+    pattern = re.compile(f"^{stage}: {STATUS}{extra}$")
+    return [m for m in map(pattern.match, err.splitlines()) if m]
+
+
+def test_a_throughplane_run_with_bars_off_prints_status_lines(
+    tmp_path, capsys, monkeypatch, every_step
+):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    src = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(phantom((32, 32, 4)), np.diag([1.0, 1.0, 4.0, 1.0])), str(src))
+    assert main(["throughplane", str(src), str(tmp_path / "iso.nii.gz"), "--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    training = status_lines(err, "training", r", step (\d+), loss \d+\.\d{4}")
+    assert {m[5] for m in training} >= {"1", "2", "3"}, err
+    slices = status_lines(err, "super-resolving")
+    assert slices and {m[2] for m in slices} == {"32"}, err  # 32 planes, each orientation
+    assert "training: 0/100 %" not in err.splitlines()  # no log milestones: the bars are off
+
+
+def test_training_prints_the_running_mean_of_its_loss(tmp_path, capsys, every_step):
+    config = training_config(tmp_path, **SMALL)
+    assert main(["train", str(config)]) == 0
+    err = capsys.readouterr().err
+    lines = status_lines(err, "training", r", loss (\d+\.\d{4})")
+    assert [m[1] for m in lines if m[1] == m[2]], err
+    last = [m for m in lines if m[1] == "2"][-1]  # step 2 of 2: the log's mean of steps 1-2
+    logged = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[-1].split(",")
+    assert logged[0] == "2" and float(last[5]) == pytest.approx(float(logged[1]), abs=1e-4)
+
+
+def test_evaluate_counts_its_volumes(tmp_path, capsys, monkeypatch, every_step):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    ref = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(phantom((16, 16, 3)), np.eye(4)), str(ref))
+    assert main(["evaluate", "--pred", str(ref), "--ref", str(ref)]) == 0
+    last = status_lines(capsys.readouterr().err, "evaluating")[-1]
+    assert last.groups()[:3] == ("1", "1", "volume")
+
+
+def test_a_step_slower_than_the_interval_still_gets_lines(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "INTERVAL", 0.05)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    with progress.bar(4, "upscaling", "slice") as bar:
+        time.sleep(0.3)  # one slow step
+        bar.update()
+    during = capsys.readouterr().err
+    assert len(status_lines(during, "upscaling")) >= 3, during
+    time.sleep(0.2)
+    assert capsys.readouterr().err == ""  # closed: no line after the stage

@@ -113,14 +113,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 print(f"mrsr: warning: {model.spec.network!r} is untrained", file=sys.stderr)
             against = Path(args.model).name if args.model else default_model_name(scale, method)
             methods[against] = model
-        cases = evaluation.iter_compare(args.ref, scale, methods, method, args.mask, args.shave)
+        cases = evaluation.iter_compare(
+            args.ref, scale, methods, method, args.mask, args.shave, progress=True
+        )
         shave = scale if args.shave is None else args.shave
         setting = f"{method} degradation x{scale} of each reference, then each method"
     else:
         labels = [evaluation.volume_name(p) for p in args.pred]
         labels = labels if len(set(labels)) == len(labels) else [str(p) for p in args.pred]
         against, shave = labels[0], args.shave or 0
-        cases = evaluation.iter_pairs(dict(zip(labels, args.pred)), args.ref, args.mask, shave)
+        cases = evaluation.iter_pairs(
+            dict(zip(labels, args.pred)), args.ref, args.mask, shave, progress=True
+        )
         setting = "predictions scored against references paired by name"
     settings = {
         "evaluation": setting,

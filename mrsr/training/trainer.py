@@ -245,59 +245,60 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     model.train()
     began, window = time.time() - trained, []  # the logs' seconds count the whole run
     last = out / "last.safetensors"
-    for step, batch in enumerate(loader, start=start + 1):
-        lr_batch, hr_batch, *skip = (
-            device_pairs(dataset, batch, device) if dataset.on_device else batch
-        )
-        with autocast:
-            pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
-            loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema, model.parameters()):
-                    e.lerp_(p.detach(), 1 - t["ema"])
-        window.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{window[-1]:.4f}")
-        if rank != 0:
-            continue
-        if step % t["log_every"] == 0 or step == t["max_steps"]:
-            logs.loss(
-                step, sum(window) / len(window), scheduler.get_last_lr()[0], time.time() - began
+    with bar:
+        for step, batch in enumerate(loader, start=start + 1):
+            lr_batch, hr_batch, *skip = (
+                device_pairs(dataset, batch, device) if dataset.on_device else batch
             )
-            window = []
-        if step % t["val_every"] == 0 or step == t["max_steps"]:
-            weights = _swap(model, ema)
-            values = validator(model) if validator else None
-            info.update(steps=step, val=values)
-            save_checkpoint(last, model, _with_info(spec, info))
-            if values is not None:
-                logs.metrics(step, spec.network, values)
-                if values["psnr"] > best:
-                    best = values["psnr"]
-                    save_checkpoint(out / "best.safetensors", model, _with_info(spec, info))
-            _swap(model, weights)
-            save_state(
-                state_path,
-                {
-                    "step": step,
-                    "best": best,
-                    "seconds": time.time() - began,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "ema": ema,
-                    "config": json.dumps(cfg),
-                },
-            )
-    bar.close()
+            with autocast:
+                pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
+                loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema, model.parameters()):
+                        e.lerp_(p.detach(), 1 - t["ema"])
+            window.append(loss.item())
+            mean = sum(window) / len(window)  # the running mean since the last logged step
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+            bar.update(1)
+            if rank != 0:
+                continue
+            if step % t["log_every"] == 0 or step == t["max_steps"]:
+                logs.loss(
+                    step, sum(window) / len(window), scheduler.get_last_lr()[0], time.time() - began
+                )
+                window = []
+            if step % t["val_every"] == 0 or step == t["max_steps"]:
+                weights = _swap(model, ema)
+                values = validator(model) if validator else None
+                info.update(steps=step, val=values)
+                save_checkpoint(last, model, _with_info(spec, info))
+                if values is not None:
+                    logs.metrics(step, spec.network, values)
+                    if values["psnr"] > best:
+                        best = values["psnr"]
+                        save_checkpoint(out / "best.safetensors", model, _with_info(spec, info))
+                _swap(model, weights)
+                save_state(
+                    state_path,
+                    {
+                        "step": step,
+                        "best": best,
+                        "seconds": time.time() - began,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "ema": ema,
+                        "config": json.dumps(cfg),
+                    },
+                )
     if world > 1:
         dist.barrier()
     if rank == 0:
