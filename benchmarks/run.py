@@ -155,7 +155,7 @@ def overhead() -> str:
 
 def cohort(n: int) -> str:
     """Folder mode on ``n`` volumes of 192 x 192 x 48 with the shipped x2 model (fp32): wall
-    time of ``save_all`` without and with read-ahead/write-behind, against the network alone
+    time of ``save_each`` without and with read-ahead/write-behind, against the network alone
     on the same volumes already in memory."""
     pipe = Pipeline.from_pretrained("cssfn-kspace-x2", precision="fp32")
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +172,7 @@ def cohort(n: int) -> str:
             out = root / f"out_{overlap}"
             out.mkdir()
             jobs = [(p, out / p.name) for p in inputs]
-            t, outcomes = timed(lambda jobs=jobs, o=overlap: list(pipe.save_all(jobs, overlap=o)))
+            t, outcomes = timed(lambda jobs=jobs, o=overlap: list(pipe.save_each(jobs, overlap=o)))
             assert all(isinstance(path, Path) for _, path in outcomes)
             label = "folder run, read-ahead + write-behind" if overlap else "folder run, sequential"
             rows.append([label, f"{t:.1f}", f"{t / t_net:.2f}"])

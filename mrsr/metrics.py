@@ -3,7 +3,9 @@
 Common rules (every metric here):
 
 - Inputs are NumPy arrays or torch tensors of one shape: a volume ``(X, Y, Z)`` or ``(1, X, Y, Z)``,
-  or a single 2D slice ``(X, Y)``. They are evaluated in float64; NaN or inf raises ``ValueError``.
+  or a single 2D slice ``(X, Y)``, evaluated in float64. Anything else (complex or boolean
+  values, other shapes, NaN or inf) and arguments out of range raise
+  :class:`~mrsr.errors.MRSRError` (a ``ValueError``) naming the argument.
 - ``axis`` is the slice axis, 0-based over ``(X, Y, Z)`` (-1: the last); ignored for 2D input.
 - ``shave`` voxels are removed at both ends of the two in-plane axes (never along ``axis``) first;
   SR papers use ``shave = scale``. An optional boolean ``mask`` of the same shape is shaved alike.
@@ -13,7 +15,7 @@ Common rules (every metric here):
   and MONAI's metrics take it and papers report it; ``range_over="evaluated"`` takes it over the
   evaluated voxels instead (lower for a masked foreground without the background's zeros), and a
   number passed as ``data_range`` is used as it is. A constant reference (``R = 0``) raises
-  ``ValueError``.
+  :class:`~mrsr.errors.MRSRError`.
 
 SSIM is Wang et al. (2004) per 2D slice, with an 11-tap Gaussian window of sigma 1.5 (filtered with
 ``scipy.ndimage.gaussian_filter(truncate=3.5, mode="reflect")``), population (co)variances,
@@ -34,6 +36,7 @@ from skimage.filters import threshold_otsu
 
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
+from mrsr.options import OPTIONS, check_options
 
 __all__ = [
     "RANGE_OVER",
@@ -58,15 +61,15 @@ Mask = Optional[Array]
 
 def _volume(x: Array, name: str) -> np.ndarray:
     """``x`` as a float64 ``(X, Y, Z)`` array; a 2D slice becomes ``(X, Y, 1)``."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    v = np.asarray(x, dtype=np.float64)
+    from mrsr.io import as_values
+
+    v = as_values(x, name, torch.float64, mask=name == "mask").numpy()
     if v.ndim == 4 and v.shape[0] == 1:
         v = v[0]
     elif v.ndim == 2:
         v = v[..., None]
     if v.ndim != 3:
-        raise ValueError(f"{name} must be (X, Y), (X, Y, Z) or (1, X, Y, Z); got {v.shape}")
+        raise MRSRError(f"{name} must be (X, Y), (X, Y, Z) or (1, X, Y, Z); got {v.shape}")
     return v
 
 
@@ -75,23 +78,22 @@ def _prepare(pred: Array, ref: Array, mask: Mask, shave: int, axis: int) -> list
     the whole reference's max - min)``."""
     p, r = _volume(pred, "pred"), _volume(ref, "ref")
     if p.shape != r.shape:
-        raise ValueError(f"pred and ref shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
+        raise MRSRError(f"pred and ref shapes differ: {np.shape(pred)} vs {np.shape(ref)}")
     if not (np.isfinite(p).all() and np.isfinite(r).all()):
-        raise ValueError("pred and ref must not contain NaN or inf")
-    axis = -1 if np.ndim(ref) == 2 else axis
-    if not -3 <= axis < 3:
-        raise ValueError(f"axis must be in -3..2 for a volume; got {axis}")
-    if shave < 0 or 2 * shave >= min(np.delete(r.shape, axis)):
-        raise ValueError(f"shave={shave} leaves no in-plane voxels of shape {r.shape}")
+        raise MRSRError("pred and ref must not contain NaN or inf")
+    check_options({"shave": shave}, OPTIONS, "")
+    axis = -1 if np.ndim(ref) == 2 else OPTIONS["slice_axis"].check(axis, "axis")
+    if 2 * shave >= min(np.delete(r.shape, axis)):
+        raise MRSRError(f"shave={shave} leaves no in-plane voxels of shape {r.shape}")
     m = None
     if mask is not None:
         m = _volume(mask, "mask").astype(bool)
         if m.shape != r.shape:
-            raise ValueError(f"mask shape {np.shape(mask)} differs from ref {np.shape(ref)}")
+            raise MRSRError(f"mask shape {np.shape(mask)} differs from ref {np.shape(ref)}")
     inner = (slice(shave, -shave or None),) * 2
     vols = [None if v is None else np.moveaxis(v, axis, -1)[inner] for v in (p, r, m)]
     if m is not None and not vols[2].any():
-        raise ValueError("mask selects no voxel after shaving")
+        raise MRSRError("mask selects no voxel after shaving")
     return [*vols, float(r.max() - r.min())]
 
 
@@ -99,14 +101,16 @@ def _range(prepared: list, data_range: float | None = None, range_over: str = "r
     """``R`` of :func:`_prepare`'s output: ``data_range`` if given, else per ``range_over``."""
     _, ref, mask, whole = prepared
     if range_over not in RANGE_OVER:
-        raise ValueError(f"range_over must be one of {RANGE_OVER}; got {range_over!r}")
-    if data_range is None and range_over == "reference":
+        raise MRSRError(f"range_over must be one of {RANGE_OVER}; got {range_over!r}")
+    if data_range is not None:
+        return OPTIONS["data_range"].check(data_range, "data_range")
+    if range_over == "reference":
         data_range = whole
-    elif data_range is None:
+    else:
         values = ref if mask is None else ref[mask]
         data_range = float(values.max() - values.min())
     if data_range <= 0:
-        raise ValueError(f"data range is 0 (constant reference over the {range_over} voxels)")
+        raise MRSRError(f"data range is 0 (constant reference over the {range_over} voxels)")
     return data_range
 
 
@@ -198,7 +202,7 @@ def ssim(
         if m[..., k].any()
     ]
     if not scores:
-        raise ValueError(f"unmasked SSIM needs slices of at least 11 x 11; got {r.shape[:2]}")
+        raise MRSRError(f"unmasked SSIM needs slices of at least 11 x 11; got {r.shape[:2]}")
     return float(np.mean(scores))
 
 
@@ -245,7 +249,7 @@ def slice_scores(
     p, r = p / top, r / top
     keep = [z for z in range(r.shape[-1]) if (r[..., z] > 0.1).mean() > min_foreground]
     if not keep:
-        raise ValueError("no slice has enough foreground to score")
+        raise MRSRError("no slice has enough foreground to score")
     scores = [
         (psnr(p[..., z], r[..., z], data_range=1.0), ssim(p[..., z], r[..., z], data_range=1.0))
         for z in keep

@@ -17,14 +17,27 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from mrsr.errors import MRSRError, shown
 
-__all__ = ["NETWORK_OPTIONS", "OPTIONS", "Option", "check_device", "check_options"]
+__all__ = [
+    "NETWORK_OPTIONS",
+    "OPTIONS",
+    "Option",
+    "check_device",
+    "check_network",
+    "check_network_options",
+    "check_options",
+    "check_path",
+]
 
 # Data types a NIfTI output can hold; "input" means the input file's own type.
 # How report figures are oriented (mrsr.orientation).
@@ -32,14 +45,18 @@ CONVENTIONS = ("radiological", "neurological")
 OUTPUT_DTYPES = ("input", "uint8", "int8", "int16", "uint16", "int32", "float32", "float64")
 
 
-def check_device(value: str, name: str = "--device", present: bool = True) -> str:
-    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) or ``auto``; with
-    ``present``, one that this machine has (a config may name a GPU of the machine it will run
-    on)."""
+def check_device(value: Any, name: str = "--device", present: bool = True) -> str:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``; or a ``torch.device``)
+    or ``auto``; with ``present``, one that this machine has (a config may name a GPU of the
+    machine it will run on)."""
     import torch
 
+    if isinstance(value, torch.device):
+        value = str(value)
     if value == "auto":
         return value
+    if not isinstance(value, str):
+        raise MRSRError(f"{name} must be auto, cpu, cuda, cuda:N or mps, got {shown(value)}")
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
@@ -59,6 +76,45 @@ def check_device(value: str, name: str = "--device", present: bool = True) -> st
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise MRSRError(f"{name} {value}: MPS is not available on this machine; use cpu")
     return value
+
+
+def check_path(value: Any, name: str) -> str | os.PathLike:
+    """A file path: a non-empty ``str`` or ``os.PathLike`` (a ``bytes`` path is refused: decode
+    it with ``os.fsdecode``)."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(text, str) and text:
+        return value
+    hint = "; decode it with os.fsdecode()" if isinstance(text, bytes) else ""
+    raise MRSRError(f"{name} must be a str or pathlib.Path, got {shown(value)}{hint}")
+
+
+def check_network(value: Any, name: str) -> Any:
+    """A network name of :func:`mrsr.networks.available`, or a ``torch.nn.Module``."""
+    from torch import nn
+
+    from mrsr import networks
+
+    if isinstance(value, nn.Module) or (
+        isinstance(value, str) and value.lower() in networks.available()
+    ):
+        return value
+    raise MRSRError(
+        f"{name} must be a network name ({', '.join(networks.available())}) or a torch module, "
+        f"got {shown(value)}; for a checkpoint or a shipped model use Pipeline.from_pretrained"
+    )
+
+
+def check_network_options(network: str, options: Mapping[str, Any], where: str = "") -> None:
+    """Each of ``options`` a constructor option of ``network`` within its declared range."""
+    from mrsr import networks
+
+    for key, value in options.items():
+        if key not in networks.options(network) or key not in NETWORK_OPTIONS:
+            raise MRSRError(
+                f"{where}{shown(key)} is not an option of {network} (its options: "
+                f"{', '.join(networks.options(network)) or 'none'})"
+            )
+        NETWORK_OPTIONS[key].check(value, f"{where}{key}")
 
 
 @dataclass(frozen=True)
@@ -95,12 +151,7 @@ class Option:
             return None
         if self.custom is not None:
             return self.custom(value, name)
-        is_bool = isinstance(value, bool)
-        ok = isinstance(value, self.kind) and (self.kind is bool or not is_bool)
-        if self.kind is float and isinstance(value, int) and not is_bool:
-            value, ok = float(value), True
-        if ok and self.kind is float:
-            ok = math.isfinite(value)
+        value, ok = _as_kind(value, self.kind)
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and self.low is not None:
@@ -125,8 +176,25 @@ class Option:
             raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
 
 
+def _as_kind(value: Any, kind: type) -> tuple[Any, bool]:
+    """``(value as kind, whether it is one)``: NumPy numbers count as numbers (an integer is a
+    number too), booleans only as booleans, and a number must be finite."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value), kind is bool
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value), True
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value), math.isfinite(value)
+    return value, kind not in (bool, int, float) and isinstance(value, kind)
+
+
 POSITIVE_INT = Option(int, 1, 1_000_000_000)
+FLAG = Option(bool)
+METHOD = Option(str, choices=("kspace", "bicubic"))
+PROFILE = Option(str, choices=("box", "gaussian"))
 OPTIONS: dict[str, Option] = {
+    "network": Option(str, custom=check_network),
+    "degradation": METHOD,
     "scale": Option(int, 2, 16),
     "batch_size": Option(int, 1, 4096),
     "data_consistency": Option(float, 0.0, 1.0),
@@ -140,12 +208,22 @@ OPTIONS: dict[str, Option] = {
     "factor": Option(float, 1.5, 64.0),
     "slice_thickness": Option(float, 0.0, 100.0, above=True, optional=True),  # mm
     "through_plane_budget": Option(float, 0.0, 7 * 24 * 3600.0),  # 0: no through-plane SR
-    "profile": Option(str, choices=("box", "gaussian")),
+    "profile": PROFILE,
+    "slice_profile": PROFILE,
+    "tta": FLAG,
+    "progress": FLAG,
+    "overwrite": FLAG,
+    "overlap": FLAG,
+    "resume": FLAG,
+    "nonnegative": Option(bool, optional=True),
+    "path": Option(str, custom=check_path),
+    "data_range": Option(float, 0.0, above=True, optional=True),
+    "slice_axis": Option(int, -3, 2),  # of a metric: 0-based over (X, Y, Z), -1 the last
     "shave": Option(int, 0, 4096),
     "convention": Option(str, choices=CONVENTIONS),
     "voxel_size": Option(float, 0.0, 100.0, above=True),  # mm, each of 1 or 3 values
     # training config keys, by their dotted name
-    "degradation.method": Option(str, choices=("kspace", "bicubic")),
+    "degradation.method": METHOD,
     "degradation.scale": Option(int, 2, 16),
     "degradation.noise": Option(float, 0.0, 1.0),
     "augment.hr_noise": Option(float, 0.0, 1.0),

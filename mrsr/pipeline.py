@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 
 from mrsr import networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint, shipped_weights, weights_path
-from mrsr.errors import MRSRError, one_line
+from mrsr.errors import MRSRError, one_line, shown
 from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import peak_bytes, super_resolve
 from mrsr.intensity import clamp_volume, range_facts
@@ -32,14 +32,16 @@ from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
 from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.metrics import score
-from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
+from mrsr.options import OPTIONS, check_network_options, check_options
 from mrsr.outputs import check_space, claim, plan_outputs
 from mrsr.progress import note
 from mrsr.provenance import add_facts, record
 from mrsr.resample import resample, resample_bytes
-from mrsr.target import GridPlan, plan_grid, target_grid
+from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
+
+MASKS = ("auto", "none")  # the masks evaluate names: Otsu foreground of the reference, or none
 
 
 class Pipeline:
@@ -48,7 +50,9 @@ class Pipeline:
     Args:
         network: a name of :func:`mrsr.networks.available` (built untrained, or a parameter-free
             baseline such as ``"zerofill"``), or an ``nn.Module``.
-        scale: in-plane upscaling factor.
+        scale: in-plane upscaling factor (default 2). Given explicitly, it must suit a target
+            grid (``voxel_size``, ``like``): a grid that needs no network or another scale is
+            refused (:func:`mrsr.target.check_scale`) rather than the scale silently unused.
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
         batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: see
@@ -62,12 +66,16 @@ class Pipeline:
             interpolation instead), the slices' thickness in mm (default: their spacing) and
             profile (``"box"`` or ``"gaussian"``).
         **options: constructor options of the named network.
+
+    Every argument is checked against the declared options (:mod:`mrsr.options`) and every
+    volume through :func:`mrsr.io.as_volume`: a bad value raises :class:`~mrsr.errors.MRSRError`
+    (a ``ValueError``) naming it.
     """
 
     def __init__(
         self,
         network: str | torch.nn.Module = "cssfn",
-        scale: int = 2,
+        scale: int | None = None,
         *,
         degradation: str = "kspace",
         batch_size: int = 8,
@@ -83,32 +91,49 @@ class Pipeline:
         slice_profile: str = "box",
         **options: Any,
     ) -> None:
+        if isinstance(data_consistency, bool):  # True: weight 1
+            data_consistency = float(data_consistency)
         check_options(
             {
-                "scale": scale,
+                "network": network,
+                "scale": 2 if scale is None else scale,
+                "degradation": degradation,
                 "batch_size": batch_size,
                 "device": device,
                 "axis": axis,
+                "tta": tta,
                 "precision": precision,
-                "data_consistency": float(data_consistency),
-                "through_plane_budget": float(through_plane_budget),
+                "data_consistency": data_consistency,
+                "nonnegative": nonnegative,
+                "progress": progress,
+                "through_plane_budget": through_plane_budget,
                 "slice_thickness": slice_thickness,
-                "profile": slice_profile,
+                "slice_profile": slice_profile,
             },
             OPTIONS,
             "",
         )
+        self.scale_given = scale is not None  # asked for: a target grid must need this scale
+        scale = 2 if scale is None else int(scale)
         if isinstance(network, torch.nn.Module):
+            if options:
+                raise MRSRError(
+                    f"{', '.join(sorted(options))}: network options build a network by name, "
+                    "but this one is given already (a module or checkpoint); leave them out"
+                )
             self.network = network
             self.spec = ModelSpec.create(
                 type(network).__name__.lower(), scale, degradation, options
             )
         else:
-            check_options(options, NETWORK_OPTIONS, "")
+            check_network_options(network, options)
             self.spec = ModelSpec.create(network, scale, degradation, options)
             self.network = self.spec.build()
         if getattr(self.network, "grid", self.spec.grid) != self.spec.grid:
-            raise ValueError(f"network grid {self.network.grid!r} does not fit {degradation!r}")
+            raise MRSRError(
+                f"network samples on the {self.network.grid!r} grid, which does not fit "
+                f"degradation {degradation!r}; pass the degradation it was made for"
+            )
         self.batch_size, self.axis = batch_size, axis
         self.device = resolve_device(device)
         self.tta, self.precision, self.progress = (
@@ -123,12 +148,34 @@ class Pipeline:
         self.weights: Path | None = None  # the checkpoint file the network's weights came from
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> Pipeline:
-        """Load a checkpoint file, or a default model by name (see ``mrsr models``)."""
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        scale: int | None = None,
+        degradation: str | None = None,
+        **kwargs: Any,
+    ) -> Pipeline:
+        """Load a checkpoint file, or a default model by name (see ``mrsr models``).
+
+        ``scale`` and ``degradation`` are the checkpoint's; given, they must agree with it
+        (a given scale then counts as asked for, see :class:`Pipeline`). ``kwargs``: the
+        other options of :class:`Pipeline`.
+        """
+        OPTIONS["path"].check(name_or_path, "name_or_path")
         path = weights_path(name_or_path)
         spec, model = load_checkpoint(path)
+        if scale is not None and OPTIONS["scale"].check(scale, "scale") != spec.scale:
+            raise MRSRError(
+                f"{name_or_path}: a x{spec.scale} model, but --scale {scale} was asked for"
+            )
+        if degradation is not None and degradation != spec.degradation:
+            raise MRSRError(
+                f"{name_or_path}: a model of {spec.degradation} degradation, but degradation "
+                f"{shown(degradation)} was asked for"
+            )
         pipe = cls(model, spec.scale, degradation=spec.degradation, **kwargs)
-        pipe.spec, pipe.name, pipe.weights = spec, Path(str(name_or_path)).name, path
+        pipe.spec, pipe.name, pipe.weights = spec, Path(name_or_path).name, path
+        pipe.scale_given = scale is not None
         return pipe
 
     @property
@@ -169,17 +216,21 @@ class Pipeline:
 
     def plan(self, volume: Any, voxel_size: Any = None, like: Any = None) -> GridPlan | None:
         """How ``volume`` reaches the grid of ``voxel_size`` or ``like`` (``None``: neither
-        given): :func:`mrsr.target.plan_grid` with this pipeline's scale."""
-        volume = as_volume(volume)
+        given): :func:`mrsr.target.plan_grid` with this pipeline's scale, which must be the one
+        the grid needs when it was given explicitly (:func:`mrsr.target.check_scale`)."""
+        volume = as_volume(volume, name="volume")
         grid = target_grid(volume, voxel_size, like)
         if grid is None:
             return None
         affine = np.asarray(volume.affine, dtype=np.float64)
         axis = slice_axis(affine, volume.meta) if self.axis is None else self.axis
         through = self.through_plane_budget > 0
-        return plan_grid(
+        plan = plan_grid(
             volume.shape[1:], affine, axis, *grid, scale=self.scale, through_plane=through
         )
+        if self.scale_given:
+            check_scale(plan, self.scale, voxel_size, like)
+        return plan
 
     def _input(self, x: Any, affine: np.ndarray | None) -> MetaTensor:
         if isinstance(x, (str, os.PathLike)):
@@ -262,6 +313,8 @@ class Pipeline:
         from mrsr.training import resolve_config
         from mrsr.training import train as run
 
+        OPTIONS["path"].check(output_dir, "output_dir")
+        OPTIONS["resume"].check(resume, "resume")
         raw = {
             "data": {"train": train, "val": val},
             "degradation": {"method": self.spec.degradation, "scale": self.spec.scale},
@@ -281,12 +334,20 @@ class Pipeline:
     ) -> dict[str, float]:
         """PSNR, SSIM and NRMSE of ``self(x)`` against the reference volume ``ref``.
 
-        ``mask``: ``"auto"`` (Otsu foreground of the reference), ``None``, or an array;
-        ``shave`` defaults to the scale. The grids must agree (shape and affine).
+        ``mask``: ``"auto"`` (Otsu foreground of the reference), ``"none"`` or ``None``, a mask
+        file (its non-zero voxels), or an array; ``shave`` defaults to the scale. The grids must
+        agree (shape and affine). ``ref`` and ``mask`` are checked before any work.
         """
-        return score(
-            self(x), as_volume(ref), mask=mask, shave=self.scale if shave is None else shave
-        )
+        shave = self.scale if shave is None else OPTIONS["shave"].check(shave, "shave")
+        reference = as_volume(ref, name="ref")
+        if isinstance(mask, os.PathLike) or (isinstance(mask, str) and mask not in MASKS):
+            mask = as_volume(mask, name="mask").as_tensor()[0] != 0
+        elif not (mask is None or isinstance(mask, (str, np.ndarray, torch.Tensor))):
+            raise MRSRError(
+                f"mask must be {' or '.join(map(repr, MASKS))}, None, a mask file or an array, "
+                f"got {type(mask).__name__}"
+            )
+        return score(self(x), reference, mask=mask, shave=shave)
 
     def save(
         self,
@@ -306,12 +367,45 @@ class Pipeline:
         reference, not a folder, writable, existing only with ``overwrite``) and locked while
         it is written; its size must fit in the folder's free space.
         """
-        job = self._open(x, Path(path), affine, dtype, overwrite, voxel_size, like)
+        job = self._open(x, path, affine, dtype, overwrite, voxel_size, like)
         return self._write(job, self._make(job))
 
     def save_all(
         self,
-        jobs: Sequence[tuple[Any, str | os.PathLike]],
+        jobs: Iterable[tuple[Any, str | os.PathLike]],
+        dtype: str = "float32",
+        overwrite: bool = False,
+        *,
+        voxel_size: float | tuple[float, float, float] | None = None,
+        like: Any = None,
+        overlap: bool = True,
+    ) -> list[Path]:
+        """:meth:`save` each ``(input, output)`` of ``jobs`` (pairs: ``zip(inputs, outputs)``);
+        returns the outputs in job order once all are done.
+
+        One volume that fails does not stop the rest; if any failed, an
+        :class:`~mrsr.errors.MRSRError` afterwards names them (an unforeseen failure is raised
+        as itself). :meth:`save_each` gives each outcome as it comes.
+        """
+        outcomes = dict(
+            self.save_each(
+                jobs, dtype, overwrite, voxel_size=voxel_size, like=like, overlap=overlap
+            )
+        )
+        failed = {k: o for k, o in outcomes.items() if isinstance(o, BaseException)}
+        bug = next((o for o in failed.values() if not isinstance(o, MRSRError)), None)
+        if bug is not None:
+            raise bug
+        if failed:
+            k, first = next(iter(failed.items()))
+            raise MRSRError(
+                f"{len(failed)} of {len(outcomes)} volumes not saved; job {k}: {first}"
+            ) from first
+        return list(outcomes.values())
+
+    def save_each(
+        self,
+        jobs: Iterable[tuple[Any, str | os.PathLike]],
         dtype: str = "float32",
         overwrite: bool = False,
         *,
@@ -320,21 +414,45 @@ class Pipeline:
         overlap: bool = True,
         started: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[int, Path | BaseException]]:
-        """:meth:`save` each ``(input, output)`` of ``jobs``; yields ``(index, output path or
-        the exception that stopped it)`` in job order, so one bad volume does not stop the rest.
+        """:meth:`save` each ``(input, output)`` of ``jobs``, one at a time as the returned
+        iterator is consumed (nothing is done before): yields ``(index, output path or the
+        exception that stopped it)`` in job order, so one bad volume does not stop the rest.
+        The arguments are checked at the call.
 
         With ``overlap`` the next input is read and the previous output written in background
         threads while the network works on the current volume: at most one volume ahead and
         one behind, the outputs identical to sequential :meth:`save` calls. ``started(k)`` is
         called as the work on job ``k`` begins (a progress line, say).
         """
+        if isinstance(jobs, (str, bytes, os.PathLike)) or not isinstance(jobs, Iterable):
+            raise MRSRError(
+                f"jobs must be (input, output) pairs, e.g. zip(inputs, outputs), got {shown(jobs)}"
+            )
+        jobs = list(jobs)
+        for k, job in enumerate(jobs):
+            if not (isinstance(job, (tuple, list)) and len(job) == 2):
+                raise MRSRError(
+                    f"jobs[{k}] must be an (input, output) pair, got {shown(job)}; pair each "
+                    "input with its output: zip(inputs, outputs) with as many of each"
+                )
+        check_options({"dtype": dtype, "overwrite": overwrite, "overlap": overlap}, OPTIONS, "")
+        if not (started is None or callable(started)):
+            raise MRSRError(f"started must be a function of the job's index, got {shown(started)}")
+        return self._save_each(jobs, (dtype, overwrite, voxel_size, like), overlap, started)
+
+    def _save_each(
+        self,
+        jobs: list[tuple[Any, str | os.PathLike]],
+        options: tuple,
+        overlap: bool,
+        started: Callable[[int], None] | None,
+    ) -> Iterator[tuple[int, Path | BaseException]]:
         started = started or (lambda k: None)
-        options = (dtype, overwrite, voxel_size, like)
         if not overlap:
             for k, (x, path) in enumerate(jobs):
                 started(k)
                 try:
-                    job = self._open(x, Path(path), None, *options)
+                    job = self._open(x, path, None, *options)
                     outcome = self._write(job, self._make(job))
                 except Exception as exc:  # noqa: BLE001 - reported per volume by the caller
                     outcome = exc
@@ -346,7 +464,7 @@ class Pipeline:
                 if k >= len(jobs):
                     return None
                 x, path = jobs[k]
-                return pool.submit(self._open, x, Path(path), None, *options)
+                return pool.submit(self._open, x, path, None, *options)
 
             reading, writing = read(0), None
             for k in range(len(jobs)):
@@ -374,7 +492,7 @@ class Pipeline:
     def _open(
         self,
         x: Any,
-        path: Path,
+        path: str | os.PathLike,
         affine: np.ndarray | None,
         dtype: str,
         overwrite: bool,
@@ -382,7 +500,8 @@ class Pipeline:
         like: Any,
     ) -> _Job:
         """Plan and lock the output, then read and check the input and its grid plan."""
-        OPTIONS["dtype"].check(dtype, "dtype")
+        check_options({"path": path, "dtype": dtype, "overwrite": overwrite}, OPTIONS, "")
+        path = Path(path)
         source = Path(x) if isinstance(x, (str, os.PathLike)) else None
         reference = [Path(like)] if isinstance(like, (str, os.PathLike)) else []
         plan = plan_outputs([(source, path)], overwrite=overwrite, references=reference)
@@ -479,9 +598,12 @@ def load_model(
     ``None`` picks the shipped default for ``scale`` (2 unless given) and ``degradation``; a
     network name is built for that degradation. A checkpoint's own scale
     must agree with ``scale`` when both are given; a network name is built at ``scale``.
+    A ``scale`` given counts as asked for (:class:`Pipeline`).
     """
     if scale is not None:
         OPTIONS["scale"].check(scale, "--scale")
+    if model is not None:
+        model = os.fspath(OPTIONS["path"].check(model, "--model"))
     shipped = shipped_weights()
     if model is None:
         model = default_model_name(2 if scale is None else scale, degradation)
@@ -493,12 +615,9 @@ def load_model(
                 f"network or baseline name ({', '.join(networks.available())})"
             )
     if model in shipped or Path(model).exists() or model.endswith(".safetensors"):
-        pipe = Pipeline.from_pretrained(model, **kwargs)
-        if scale is not None and scale != pipe.scale:
-            raise MRSRError(f"{model}: a x{pipe.scale} model, but --scale {scale} was asked for")
-        return pipe
+        return Pipeline.from_pretrained(model, scale, **kwargs)
     if model.lower() in networks.available():
-        return Pipeline(model, 2 if scale is None else scale, degradation=degradation, **kwargs)
+        return Pipeline(model, scale, degradation=degradation, **kwargs)
     raise MRSRError(
         f"{model}: not a checkpoint file, shipped model ({', '.join(sorted(shipped)) or 'none'}) "
         f"or network ({', '.join(networks.available())})"

@@ -41,7 +41,15 @@ from mrsr.geometry import THICK, spacing
 from mrsr.options import OPTIONS
 from mrsr.resample import aligned_axes, step_sizes, voxel_size_grid
 
-__all__ = ["GridPlan", "RATIO_TOLERANCE", "needed_scale", "plan_grid", "target_grid"]
+__all__ = [
+    "GridPlan",
+    "RATIO_TOLERANCE",
+    "check_scale",
+    "needed_scale",
+    "plan_grid",
+    "suited_scales",
+    "target_grid",
+]
 
 RATIO_TOLERANCE = 0.05  # a target at most 5 % finer than the input needs no network
 
@@ -51,27 +59,65 @@ def target_grid(
 ) -> tuple[tuple[int, int, int], np.ndarray] | None:
     """``(shape, affine)`` asked for: ``voxel_size`` (mm, one value or one per voxel axis,
     covering the field of view of ``volume``), or the grid of ``like`` (a volume file or a
-    MetaTensor: its shape and affine, whatever its orientation). ``None`` when neither is given.
+    MetaTensor, or anything else :func:`mrsr.io.as_volume` takes: its shape and affine,
+    whatever its orientation). ``None`` when neither is given.
     """
     if voxel_size is not None and like is not None:
         raise MRSRError("give a voxel size or a reference grid (--like), not both")
     shape = tuple(int(n) for n in volume.shape[1:])
     if voxel_size is not None:
-        sizes = [voxel_size] * 3 if np.ndim(voxel_size) == 0 else list(voxel_size)
-        sizes = sizes * 3 if len(sizes) == 1 else sizes
-        if len(sizes) != 3:
-            raise MRSRError(f"--voxel-size needs 1 or 3 values (mm), got {len(sizes)}")
-        sizes = [OPTIONS["voxel_size"].check(float(v), "--voxel-size") for v in sizes]
+        sizes = _voxel_sizes(voxel_size)
         return voxel_size_grid(shape, np.asarray(volume.affine), sizes)
     if like is None:
         return None
-    if isinstance(like, (str, os.PathLike)):
-        from mrsr.io import inspect_volume, load_volume, read_bytes
-        from mrsr.memory import check_fits
+    from mrsr.io import as_volume, inspect_volume, read_bytes
+    from mrsr.memory import check_fits
 
+    if isinstance(like, (str, os.PathLike)):
         check_fits(read_bytes(inspect_volume(like)), f"{one_line(like)}: reading the reference")
-        like = load_volume(like)
+    like = as_volume(like, name="like")
     return tuple(int(n) for n in like.shape[1:]), np.asarray(like.affine, dtype=np.float64)
+
+
+def _voxel_sizes(voxel_size: Any) -> list[float]:
+    """The three voxel sizes in mm of ``--voxel-size``: one number or one per voxel axis."""
+    sizes = [voxel_size] * 3 if np.ndim(voxel_size) == 0 else list(np.ravel(voxel_size))
+    sizes = sizes * 3 if len(sizes) == 1 else sizes
+    if len(sizes) != 3:
+        raise MRSRError(f"--voxel-size needs 1 or 3 values (mm), got {len(sizes)}")
+    return [OPTIONS["voxel_size"].check(v, "--voxel-size") for v in sizes]
+
+
+def suited_scales(ratio: float) -> list[int]:
+    """The network scales that suit an in-plane ratio: none where no network is needed
+    (:func:`needed_scale` 1), else the integers on either side of it (one within
+    :data:`RATIO_TOLERANCE` of an integer): resampling bridges the rest."""
+    if needed_scale(ratio) == 1:
+        return []
+    return sorted({s for s in (math.floor(ratio + RATIO_TOLERANCE), needed_scale(ratio)) if s > 1})
+
+
+def check_scale(plan: GridPlan, scale: int, voxel_size: Any = None, like: Any = None) -> None:
+    """Refuse a network scale asked for explicitly (``--scale``, ``Pipeline(scale=...)``) that
+    does not suit the target grid of ``voxel_size`` or ``like`` (:func:`suited_scales`): it
+    would be silently unused (the target is not finer in-plane) or contradict the target."""
+    suited = suited_scales(plan.in_plane)
+    if scale in suited:
+        return
+    if voxel_size is not None:
+        target = "--voxel-size " + " ".join(f"{v:g}" for v in _voxel_sizes(voxel_size))
+    else:
+        target = f"--like {one_line(like) if isinstance(like, (str, os.PathLike)) else 'REF'}"
+    needs = (
+        "the network at " + " or ".join(f"x{s}" for s in suited)
+        if suited
+        else "no network (the target is not finer in-plane: resampling only)"
+    )
+    raise MRSRError(
+        f"--scale {scale} and {target} disagree: {target} is x{plan.in_plane:.2f} in-plane from "
+        f"this input, which needs {needs}, not the network at x{scale}; give one of them "
+        f"({target} alone chooses the scale)"
+    )
 
 
 def needed_scale(ratio: float) -> int:

@@ -386,7 +386,7 @@ def test_folder_overlap_gives_the_same_outputs_in_order_and_reports_failures(tmp
         out = tmp_path / f"out_{overlap}"
         out.mkdir()
         jobs = [(src / f"v{k}.nii.gz", out / f"v{k}.nii.gz") for k in range(4)]
-        outcomes = list(pipe.save_all(jobs, overlap=overlap))
+        outcomes = list(pipe.save_each(jobs, overlap=overlap))
         assert [k for k, _ in outcomes] == [0, 1, 2, 3]
         assert isinstance(outcomes[2][1], Exception) and "v2.nii.gz" in str(outcomes[2][1])
         assert [o for k, o in outcomes if k != 2] == [jobs[k][1] for k in (0, 1, 3)]

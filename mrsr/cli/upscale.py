@@ -98,20 +98,20 @@ def _default_model(src: Path, target: dict, models: dict, options: dict):
     that ``target`` needs from ``src`` (the largest shipped when none is), cached in
     ``models`` by scale."""
     from mrsr.io import load_volume
-    from mrsr.pipeline import load_model, shipped_weights
+    from mrsr.pipeline import Pipeline, default_model_name, shipped_weights
     from mrsr.target import needed_scale
 
     wanted = needed_scale(next(iter(models.values())).plan(load_volume(src), **target).in_plane)
     scales = sorted(int(n.rsplit("x", 1)[1]) for n in shipped_weights() if "-kspace-x" in n)
     scale = next((s for s in scales if s >= wanted), scales[-1])
     if scale not in models:
-        models[scale] = load_model(None, scale, **options)
+        models[scale] = Pipeline.from_pretrained(default_model_name(scale), **options)
     return models[scale]
 
 
 def _outcomes(pipe, jobs, args, chosen, models, options, single):
     """``(index, output path or exception)`` of every job, in order: one pipeline for all
-    with read-ahead and write-behind (:meth:`mrsr.Pipeline.save_all`), or, when the model is
+    with read-ahead and write-behind (:meth:`mrsr.Pipeline.save_each`), or, when the model is
     chosen per volume from its grid, one volume at a time."""
     target = dict(voxel_size=args.voxel_size, like=args.like)
     common = dict(dtype=args.dtype, overwrite=args.overwrite, **target)
@@ -121,7 +121,7 @@ def _outcomes(pipe, jobs, args, chosen, models, options, single):
             note(one_line(f"[{k + 1}/{len(jobs)}] {jobs[k][0].name}"))
 
     if not chosen:
-        yield from pipe.save_all(jobs, overlap=not single, started=started, **common)
+        yield from pipe.save_each(jobs, overlap=not single, started=started, **common)
         return
     for k, (src, dst) in enumerate(jobs):
         started(k)
@@ -130,8 +130,26 @@ def _outcomes(pipe, jobs, args, chosen, models, options, single):
         except Exception as exc:  # noqa: BLE001 - this volume's failure, reported in turn
             yield k, exc
             continue
-        for _, outcome in model.save_all([(src, dst)], overlap=False, **common):
+        for _, outcome in model.save_each([(src, dst)], overlap=False, **common):
             yield k, outcome
+
+
+def _through_plane(args: argparse.Namespace) -> dict:
+    """The through-plane options given (the others keep :class:`mrsr.Pipeline`'s defaults);
+    refused without --voxel-size or --like, where they would be silently unused."""
+    given = {
+        "--through-plane-budget": ("through_plane_budget", args.through_plane_budget),
+        "--slice-thickness": ("slice_thickness", args.slice_thickness),
+        "--profile": ("slice_profile", args.profile),
+    }
+    given = {flag: option for flag, option in given.items() if option[1] is not None}
+    if given and not (args.voxel_size or args.like):
+        raise MRSRError(
+            f"{', '.join(given)}: only used with --voxel-size or --like (a target grid finer "
+            "along the slices); without one upscale works in-plane only: leave them out, or give "
+            "the target"
+        )
+    return dict(given.values())
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
@@ -155,9 +173,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
         data_consistency=args.data_consistency,
         nonnegative=args.nonnegative,
         progress=True,
-        through_plane_budget=args.through_plane_budget,
-        slice_thickness=args.slice_thickness,
-        slice_profile=args.profile,
+        **_through_plane(args),
     )
     pipe = load_model(args.model, args.scale, **options)
     chosen = args.model is None and args.scale is None and bool(args.voxel_size or args.like)
@@ -202,7 +218,8 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scale",
         type=OPTIONS["scale"].parse,
-        help="upscaling factor (default: the model's, else 2)",
+        help="upscaling factor (default: the model's, else 2, or with --voxel-size/--like the "
+        "one the target needs; given with them, it must be that one)",
     )
     grid = p.add_mutually_exclusive_group()
     grid.add_argument(
@@ -222,12 +239,12 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--through-plane-budget",
         type=OPTIONS["through_plane_budget"].parse,
-        default=120.0,
         metavar="S",
         help="with --voxel-size/--like finer along thick slices: seconds of training for the "
         "through-plane network (default 120; 0: cubic B-spline interpolation instead)",
     )
     add_slice_profile(p)
+    p.set_defaults(profile=None)  # given or not: only used with --voxel-size/--like
     p.add_argument(
         "--batch-size",
         type=OPTIONS["batch_size"].parse,
@@ -235,11 +252,13 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         help="slices per batch (default 8)",
     )
     add_device(p)
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), help="slice axis (default: from header)")
+    p.add_argument(
+        "--axis", type=OPTIONS["axis"].parse, help="slice axis 0, 1 or 2 (default: from header)"
+    )
     p.add_argument("--tta", action="store_true", help="average over flips/rotations")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        type=OPTIONS["precision"].parse,
         default="auto",
         help="auto (default): bf16 where the device computes it natively (CUDA with bf16, CPUs "
         "with AVX512-BF16/AMX; at most 0.002 dB lower), else fp32; bf16 elsewhere is warned",
