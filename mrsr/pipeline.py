@@ -29,6 +29,7 @@ from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import peak_bytes, super_resolve
 from mrsr.intensity import clamp_volume, range_facts
 from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
+from mrsr.labels import refuse_label_map
 from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.metrics import score
@@ -69,7 +70,7 @@ class Pipeline:
 
     Every argument is checked against the declared options (:mod:`mrsr.options`) and every
     volume through :func:`mrsr.io.as_volume`: a bad value raises :class:`~mrsr.errors.MRSRError`
-    (a ``ValueError``) naming it.
+    (a ``ValueError``) naming it. Label maps are refused (:mod:`mrsr.labels`).
     """
 
     def __init__(
@@ -239,7 +240,11 @@ class Pipeline:
                 read_bytes(info) + peak_bytes(info.voxels, info.channels, self.scale),
                 f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
             )
-        return as_volume(x, affine)
+        volume = as_volume(x, affine)
+        refuse_label_map(
+            volume, "super-resolving", None if isinstance(x, (str, os.PathLike)) else "x"
+        )
+        return volume
 
     def _onto(
         self, volume: MetaTensor, plan: GridPlan, thickness: float | None = None

@@ -49,6 +49,7 @@ from mrsr.intensity import (
     relative_residual,
 )
 from mrsr.io import as_volume
+from mrsr.labels import refuse_label_map
 from mrsr.machine import resolve_device
 from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
@@ -452,6 +453,7 @@ def super_resolve_through_plane(
     subdivide the slices' spacing and the output covers exactly the input's slabs.
     """
     volume = as_volume(volume)
+    refuse_label_map(volume, "super-resolving")
     device = resolve_device(str(device))
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else axis % 3

@@ -233,3 +233,95 @@ def test_through_plane_options_without_a_target_grid_are_refused(tmp_path, capsy
     argv = ["upscale", src, out, "--model", "zerofill", *flags]
     refused(capsys, argv, f"{flags[0]}: only used with --voxel-size or --like")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- label maps
+
+
+def segmentation(shape=(24, 24, 4)) -> np.ndarray:
+    seg = np.zeros(shape, np.int16)
+    seg[4:16, 4:16] = 1
+    seg[8:12, 6:22] = 2
+    seg[18:22, 2:10] = 3
+    return seg
+
+
+def save(path, data, affine=AFFINE, intent=None):
+    image = nib.Nifti1Image(data, affine)
+    if intent is not None:
+        image.header.set_intent(intent)
+    nib.save(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("command", ["upscale", "folder", "degrade", "throughplane", "baselines"])
+def test_label_maps_are_refused_by_every_command_that_resamples(tmp_path, capsys, command):
+    seg = save(tmp_path / "seg.nii.gz", segmentation())
+    out = tmp_path / "o.nii.gz"
+    argv = {
+        "upscale": ["upscale", seg, out, "--model", "zerofill"],
+        "degrade": ["degrade", seg, out, "--scale", "2"],
+        "throughplane": ["throughplane", seg, out, "--steps", "1"],
+        "baselines": ["evaluate", "--baselines", "--ref", seg, "--model", "zerofill", "-q"],
+    }
+    if command == "folder":
+        folder = tmp_path / "in"
+        folder.mkdir()
+        seg.rename(folder / "seg.nii.gz")
+        save(folder / "t1.nii.gz", phantom((24, 24, 4)))
+        assert main(["upscale", str(folder), str(tmp_path / "out"), "--model", "zerofill"]) == 2
+        err = capsys.readouterr().err
+        assert "seg.nii.gz: a label map (int16 data with only 4 distinct values)" in err
+        assert "1 of 2 volumes not done (1 failed: seg.nii.gz)" in err
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t1.json", "t1.nii.gz"]
+        return
+    line = refused(capsys, argv[command], "seg.nii.gz: a label map (int16 data with only 4")
+    assert "nearest neighbour" in line and "mri_convert -rt nearest" in line
+    assert not out.exists()
+
+
+def test_label_maps_are_refused_in_python_and_read_where_they_belong(tmp_path, capsys):
+    from mrsr.throughplane import super_resolve_through_plane
+    from mrsr.transforms import degrade
+
+    seg = segmentation()
+    with pytest.raises(MRSRError, match="x: a label map"):
+        ZEROFILL(seg, AFFINE)
+    labelled = nib.Nifti1Image(seg.astype(np.float32), AFFINE)
+    labelled.header.set_intent("label")
+    with pytest.raises(MRSRError, match=r"NIFTI_INTENT_LABEL \(1002\)"):
+        ZEROFILL(labelled)
+    named = save(tmp_path / "names.nii.gz", seg.astype(np.float32), intent="neuroname")
+    with pytest.raises(MRSRError, match="names.nii.gz: a label map"):
+        ZEROFILL.save(named, tmp_path / "o.nii.gz")
+    with pytest.raises(MRSRError, match="a label map"):
+        super_resolve_through_plane(named, steps=1)
+    with pytest.raises(MRSRError, match="a label map"):
+        degrade(load_volume(named), 2)
+    assert not (tmp_path / "o.nii.gz").exists()
+    # a mask file is a label map, and that is what evaluate --mask reads
+    image = save(tmp_path / "t1.nii.gz", phantom((24, 24, 4)))
+    mask = save(tmp_path / "mask.nii.gz", (segmentation() > 0).astype(np.uint8))
+    assert main(["evaluate", "--pred", str(image), "--ref", str(image), "--mask", str(mask)]) == 0
+    assert "t1: t1 inf dB" in capsys.readouterr().err
+
+
+def test_the_label_rule_passes_real_mr_stored_as_integers():
+    from monai.data import MetaTensor
+
+    from mrsr.io import sample_path
+    from mrsr.labels import label_map_reason
+
+    sample = load_volume(sample_path())  # uint8, 181 distinct values
+    assert sample.meta["source_dtype"] == "uint8" and label_map_reason(sample) is None
+    data = sample.as_tensor()
+    for dtype, levels in (("int16", 4000), ("uint8", 255), ("uint8", 16 + 1)):
+        quantised = torch.round(data / data.max() * (levels - 1))
+        cast = MetaTensor(quantised, meta={"source_dtype": dtype})
+        assert label_map_reason(cast) is None, (dtype, levels)
+    many = torch.zeros(1, 96, 96, 8)  # a parcellation: 144 labels in regions
+    for k in range(144):
+        x, y = divmod(k, 12)
+        many[0, 8 * x : 8 * x + 8, 8 * y : 8 * y + 8, : 2 + k % 6] = k + 1
+    reason = label_map_reason(MetaTensor(many, meta={"source_dtype": "int32"}))
+    assert reason is not None and "145 distinct values, piecewise constant" in reason

@@ -25,6 +25,7 @@ from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, in_plane_axes, resampled_affine
 from mrsr.intensity import is_magnitude
+from mrsr.labels import refuse_label_map
 
 __all__ = [
     "BicubicDownsample",
@@ -192,9 +193,10 @@ def degrade(
     ``hr`` is ``img`` centre-cropped to a multiple of the scale along the axes, so that a
     ``scale``-times super-resolution of ``lr`` on ``method``'s grid lands exactly on ``hr``.
     A volume or option that does not allow it raises :class:`~mrsr.errors.MRSRError` naming the
-    volume's file.
+    volume's file, and so does a label map (:func:`mrsr.labels.refuse_label_map`).
     """
     name = getattr(img, "meta", {}).get("filename_or_obj", "image")
+    refuse_label_map(img, "degrading", name)
     try:
         if method not in METHODS:
             raise ValueError(f"unknown degradation method {method!r}; expected one of {METHODS}")
