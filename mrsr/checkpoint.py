@@ -20,9 +20,9 @@ from safetensors.torch import save
 
 from mrsr import __version__
 from mrsr.errors import MRSRError, shown
+from mrsr.files import atomic_write
 from mrsr.geometry import GRIDS
 from mrsr.intensity import DEFAULT_NORMALISATION
-from mrsr.io import atomic_path
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, Option
 
@@ -105,10 +105,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s weights and ``spec`` to one safetensors file, atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_write(path, overwrite=overwrite) as stream:
         # serialised in memory: save_file writes through a temporary of its own (.tmpXXXXXX)
         # that a kill would leave behind
-        tmp.write_bytes(save(state, metadata={"mrsr": json.dumps(asdict(spec))}))
+        stream.write(save(state, metadata={"mrsr": json.dumps(asdict(spec))}))
     return Path(path)
 
 

@@ -12,12 +12,10 @@ torch.Size([1, 180, 216, 24])
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,19 +28,18 @@ from isal import igzip
 from monai.data import MetaTensor
 
 from mrsr.errors import MRSRError, shown
+from mrsr.files import atomic_files, check_regular
 from mrsr.memory import check_fits
 from mrsr.options import OPTIONS, check_options
 from mrsr.probe import VolumeInfo, failure_reason, nifti_affine, probe_volume
-from mrsr.provenance import check_sidecar, short_description, write_sidecar
+from mrsr.provenance import check_sidecar, short_description, sidecar_path, sidecar_text
 
 __all__ = [
     "as_volume",
-    "atomic_path",
     "checked_volume",
     "inspect_volume",
     "is_volume_path",
     "load_volume",
-    "remove_stale_temporaries",
     "sample_path",
     "save_volume",
 ]
@@ -256,47 +253,6 @@ def load_volume(path: str | os.PathLike) -> MetaTensor:
         raise _reader_failure(p, exc) from exc
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
-
-    A kill at any moment leaves either the old file or the new one, never a partial file. The
-    temporary name keeps the suffix (``.nii.gz`` decides compression in nibabel).
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise MRSRError(f"{target}: already exists; pass --overwrite to replace it")
-    if not target.parent.is_dir():
-        raise MRSRError(f"{target.parent}: output folder does not exist")
-    suffix = _suffix(target) or target.suffix
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
-        )
-    except OSError as exc:
-        raise MRSRError(f"{target.parent}: cannot write here ({exc.strerror})") from exc
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs get the usual mode
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def remove_stale_temporaries(
-    path: str | os.PathLike, keep: Callable[[Path], bool] = lambda p: False
-) -> None:
-    """Delete temporaries that a killed :func:`atomic_path` left beside ``path`` (not ``keep``)."""
-    target = Path(path)
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
-        if not keep(stale):
-            stale.unlink(missing_ok=True)
-
-
 def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
     target = np.dtype(dtype)
     if np.issubdtype(target, np.integer):
@@ -321,7 +277,8 @@ def save_volume(
     meta (units stay unknown if the input said so; mm and s are written only for inputs that
     had none). ``dtype="input"`` writes the source file's data type, rounded and clipped.
     ``provenance`` (:func:`mrsr.provenance.record`) replaces ``descrip`` by a summary of what
-    was done and is written in full to the JSON sidecar, before the volume.
+    was done and is written in full to the JSON sidecar. Both are written whole to temporaries
+    first, the sidecar renamed into place just before the volume: a failure leaves neither.
     Arguments are checked first (:func:`as_values`, :func:`checked_affine`, the option table).
     """
     check_options({"path": path, "dtype": dtype, "overwrite": overwrite}, OPTIONS, "")
@@ -331,7 +288,7 @@ def save_volume(
     data = as_values(volume, "volume", dtype=None).numpy()
     if not Path(path).name.lower().endswith(NIFTI_SUFFIXES):
         raise MRSRError(f"{path}: outputs are NIfTI; name it .nii.gz or .nii")
-    if Path(path).exists() and not overwrite:
+    if check_regular(path) and not overwrite:
         raise MRSRError(f"{path}: already exists; pass --overwrite to replace it")
     if provenance is not None:
         check_sidecar(path, overwrite)
@@ -353,15 +310,17 @@ def save_volume(
         header["pixdim"][4] = meta["tr"]
     image.set_sform(affine, code=int(np.asarray(meta.get("sform_code", 0))) or 1)
     image.set_qform(affine, code=int(np.asarray(meta.get("qform_code", 0))) or 1)
-    if provenance is not None:
-        write_sidecar(path, provenance)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        if tmp.name.endswith(".gz"):
-            # ISA-L's deflate: six times faster than nibabel's zlib at level 1, as small a file
-            with igzip.open(tmp, "wb") as stream:
+    with atomic_files() as new:
+        if provenance is not None:  # checked above: a missing or mrsr sidecar, or overwrite
+            with new(sidecar_path(path), overwrite=True) as stream:
+                stream.write(sidecar_text(provenance).encode("utf-8"))
+        with new(path, overwrite) as stream:
+            if _suffix(Path(path)) == ".nii.gz":
+                # ISA-L's deflate: six times faster than nibabel's zlib at level 1, as small a file
+                with igzip.open(stream, "wb") as gz:
+                    image.to_stream(gz)
+            else:
                 image.to_stream(stream)
-        else:
-            nib.save(image, str(tmp))
     return Path(path)
 
 

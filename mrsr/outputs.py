@@ -13,7 +13,9 @@ folder, a degrade with its reference) and refuses, before any work:
 While an output is written, :func:`claim` holds an advisory lock (``.NAME.lock`` beside it,
 holding the writer's PID and host): a second run skips that output instead of deleting the
 first run's temporary, and a lock left by a killed run is released by the kernel with it.
-Temporaries of killed runs are removed only under the lock.
+Temporaries of killed runs are removed only under the lock. A lock is created new (never
+opened for writing when it exists); an output, its sidecar or its lock that is a link, a pipe
+or a device is refused (:func:`mrsr.files.check_regular`).
 """
 
 from __future__ import annotations
@@ -21,21 +23,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrsr.errors import MRSRError, one_line
-from mrsr.io import remove_stale_temporaries
+from mrsr.files import (
+    check_regular,
+    create_new,
+    open_regular,
+    remove_stale_temporaries,
+    temporary_name,
+    write_error,
+)
 from mrsr.memory import human
 from mrsr.provenance import check_sidecar, sidecar_path
 
 __all__ = [
     "OutputBusy",
     "OutputPlan",
+    "check_folder_name",
     "check_space",
     "claim",
     "output_name",
@@ -45,6 +55,8 @@ __all__ = [
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+FILE_SUFFIXES = (*INPUT_SUFFIXES, ".json", ".csv", ".tsv", ".md", ".txt", ".png", ".pdf")
+FILE_SUFFIXES += (".html", ".safetensors", ".yaml", ".yml")
 
 
 def _name_max(folder: Path) -> int:
@@ -73,6 +85,21 @@ def output_name(path: Path) -> str:
     return name + ".nii.gz"  # a DICOM series folder
 
 
+def check_folder_name(folder: Path, what: str) -> None:
+    """Refuse a name like a file's (``out.nii.gz``, ``report.md``) for ``what``, a folder."""
+    suffix = next((s for s in FILE_SUFFIXES if folder.name.lower().endswith(s)), None)
+    if suffix:
+        raise MRSRError(
+            f"{one_line(folder)}: named like a file ({suffix}), but {what} is a folder; give "
+            "a folder name"
+        )
+
+
+def _real(path: Path) -> Path:
+    """``path`` with its links resolved, as far as they go (a link loop stays as it is)."""
+    return Path(os.path.realpath(path))
+
+
 def _key(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -87,7 +114,10 @@ def _input_parts(source: Path) -> tuple[list[Path], list[Path]]:
     from mrsr.probe import data_files
 
     if source.is_dir():
-        return [p for p in source.iterdir() if p.is_file()], [source.resolve()]
+        try:
+            return [p for p in source.iterdir() if p.is_file()], [_real(source)]
+        except OSError:  # unreadable: its read fails in turn, naming it
+            return [], [_real(source)]
     files = [source]
     if source.suffix.lower() in (".nhdr", ".mhd") and source.is_file():
         with contextlib.suppress(MRSRError, OSError):
@@ -104,7 +134,7 @@ class OutputPlan:
     protected: set = field(default_factory=set)
 
     def is_protected(self, path: Path) -> bool:
-        return path.resolve() in self.protected or _key(path) in self.protected
+        return _real(path) in self.protected or _key(path) in self.protected
 
 
 WRITE_PROBE = ".mrsr-write-test."
@@ -118,10 +148,9 @@ def _check_writable(folder: Path) -> None:
     """Refuse a folder where no file can be created, by creating one; removes it, and any
     such probe a run killed meanwhile left (a live run's vanishing early does no harm)."""
     try:
-        fd, _ = tempfile.mkstemp(prefix=WRITE_PROBE, dir=folder)
+        create_new(folder / f"{WRITE_PROBE}{secrets.token_hex(4)}").close()
     except OSError as exc:
-        raise MRSRError(f"{folder}: cannot write here ({exc.strerror})") from exc
-    os.close(fd)
+        raise MRSRError(f"{one_line(folder)}: cannot write here ({exc.strerror})") from exc
     _remove_probes(folder)
 
 
@@ -151,26 +180,26 @@ def plan_outputs(
         files, trees = _input_parts(src)
         folders += trees
         for f in files:
-            plan.protected |= {f.resolve(), _key(f)} - {None}
+            plan.protected |= {_real(f), _key(f)} - {None}
     seen: dict[Path, Path | None] = {}
     for src, out in jobs:
         out = Path(out)
-        resolved = out.resolve()
+        resolved = _real(out)
         named = f"{one_line(out)}"
         if out.is_dir():
             raise MRSRError(f"{named}: is a folder; give an output file name")
-        if out.exists() and not out.is_file():
-            raise MRSRError(f"{named}: is not a regular file (a device or a pipe?); refused")
-        if not out.name.lower().endswith(OUTPUT_SUFFIXES):
-            raise MRSRError(f"{named}: outputs are NIfTI; name it .nii.gz or .nii")
-        if len(os.fsencode(f".{out.name}.12345678.tmp.nii.gz")) > _name_max(resolved.parent):
-            raise MRSRError(f"{named}: the file name is too long for its temporary; shorten it")
-        if not resolved.parent.is_dir():
-            raise MRSRError(f"{one_line(out.parent)}: output folder does not exist")
         if plan.is_protected(out) or plan.is_protected(_lock_path(out)):
             raise MRSRError(
                 f"{named}: output path equals the input or one of its files; choose another name"
             )
+        exists = check_regular(out)
+        if not out.name.lower().endswith(OUTPUT_SUFFIXES):
+            raise MRSRError(f"{named}: outputs are NIfTI; name it .nii.gz or .nii")
+        if len(os.fsencode(temporary_name(out.name))) > _name_max(resolved.parent):
+            raise MRSRError(f"{named}: the file name is too long for its temporary; shorten it")
+        if not resolved.parent.is_dir():
+            raise MRSRError(f"{one_line(out.parent)}: output folder does not exist")
+        check_regular(_lock_path(out))
         inside = [f for f in folders if resolved.is_relative_to(f)]
         if inside:
             raise MRSRError(
@@ -184,75 +213,118 @@ def plan_outputs(
                 "would be written here; rename one of the inputs or give other output names"
             )
         seen[resolved] = src
-        sidecar = check_sidecar(out, overwrite or out.exists())  # a finished one is skipped
+        sidecar = check_sidecar(out, overwrite or exists)  # a finished one is skipped
         if plan.is_protected(sidecar):
             raise MRSRError(f"{one_line(sidecar)}: the sidecar would replace an input file")
-        if sidecar.resolve() in seen:
+        if _real(sidecar) in seen:
             raise MRSRError(f"{named}: its sidecar {one_line(sidecar)} is another output")
-        seen[sidecar.resolve()] = src
-        if out.exists() and not overwrite:
+        seen[_real(sidecar)] = src
+        if exists and not overwrite:
             if not skip_finished:
                 raise MRSRError(f"{named}: already exists; pass --overwrite to replace it")
             plan.finished.append(out)
             continue
         plan.jobs.append((src, out))
-    for folder in {out.resolve().parent for _, out in plan.jobs}:
+    for folder in {_real(out).parent for _, out in plan.jobs}:
         _check_writable(folder)
     for out in plan.finished:  # a kill after its rename left its lock, maybe temporaries
         with contextlib.suppress(OutputBusy), claim(out, plan):
             pass
-    for folder in {out.resolve().parent for out in plan.finished}:
+    for folder in {_real(out).parent for out in plan.finished}:
         _remove_probes(folder)
     return plan
 
 
 def plan_folder(source: Path, dest: Path, inputs: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(input, output) pairs of a folder run; refuses writing a folder into itself."""
-    if dest.exists() and dest.resolve() == source.resolve():
+    if dest.exists() and _real(dest) == _real(source):
         raise MRSRError(f"{one_line(dest)}: is the input folder; give another output folder")
     return [(p, dest / output_name(p)) for p in inputs]
 
 
 def check_space(output: Path, nbytes: int) -> None:
     """Refuse an output whose estimated size does not fit in its folder's free space."""
-    free = shutil.disk_usage(output.resolve().parent).free
+    free = shutil.disk_usage(_real(output).parent).free
     if nbytes > free:
         raise MRSRError(
             f"{one_line(output)}: needs about {human(nbytes)} of disk, only {human(free)} free"
         )
 
 
-def _holder(lock: Path) -> str:
+def _holder(fd: int) -> str:
     try:
-        pid, _, host = lock.read_text(encoding="utf-8", errors="replace").partition(" ")
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace")
     except OSError:
         return "another run"
+    pid, _, host = text.partition(" ")
     return f"pid {one_line(pid.strip()[:20])} on {one_line(host.strip()[:80])}"
+
+
+def _locked(fd: int, lock: Path, output: Path) -> bool:
+    """Whether the exclusive lock on ``fd`` was taken, and ``lock`` still names that file
+    (``False``: it was replaced meanwhile). :class:`OutputBusy` when a live run holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputBusy(
+            f"{one_line(output)}: being written by another mrsr run ({_holder(fd)}); left to it"
+        ) from None
+    except OSError as exc:
+        raise MRSRError(
+            f"{one_line(lock)}: cannot be locked ({exc.strerror}); write to a local disk"
+        ) from exc
+    st = os.fstat(fd)
+    return _key(lock) == (st.st_dev, st.st_ino)
+
+
+def _open_lock(lock: Path) -> tuple[int | None, bool]:
+    """``(descriptor, new)``: a lock file created new, else the existing one opened for
+    reading only (``None`` when it vanished meanwhile)."""
+    create = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(lock, create, 0o644), True
+    except FileExistsError:
+        return open_regular(lock), False
+    except OSError as exc:
+        raise MRSRError(f"{one_line(lock)}: cannot be created ({exc.strerror})") from exc
+
+
+def _take(lock: Path, output: Path) -> int:
+    """A descriptor of a new lock file at ``lock``, locked; a dead run's lock is removed first
+    (never written to)."""
+    while True:
+        fd, new = _open_lock(lock)
+        if fd is None:
+            continue
+        try:
+            taken = _locked(fd, lock, output)
+            if taken and new:
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                return fd
+            if taken:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock)  # a dead run's: it goes, and a new one is made
+        except BaseException as exc:
+            if new:
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise write_error(lock, exc) from exc
+            raise
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def claim(output: Path, plan: OutputPlan | None = None) -> Iterator[None]:
     """Hold ``output``'s lock while the block writes it; remove a killed run's temporaries.
 
-    Raises :class:`OutputBusy` when a live run holds the lock.
+    Raises :class:`OutputBusy` when a live run holds the lock, :class:`MRSRError` when the lock
+    is not a regular file.
     """
     lock = _lock_path(output)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OutputBusy(
-                f"{one_line(output)}: being written by another mrsr run ({_holder(lock)}); "
-                "left to it"
-            ) from None
-        if _same(fd, lock):
-            break
-        os.close(fd)  # the lock file was replaced while we waited: lock the new one
+    fd = _take(lock, output)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         keep = plan.is_protected if plan else lambda p: False
         for path in (output, sidecar_path(output)):  # a kill may hit either write
             remove_stale_temporaries(path, keep)
@@ -261,8 +333,3 @@ def claim(output: Path, plan: OutputPlan | None = None) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
-
-
-def _same(fd: int, path: Path) -> bool:
-    st = os.fstat(fd)
-    return _key(path) == (st.st_dev, st.st_ino)

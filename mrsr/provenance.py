@@ -3,7 +3,8 @@
 The sidecar sits beside the volume with the same stem (``sub-01_T1w.nii.gz`` ->
 ``sub-01_T1w.json``, the BIDS convention) and holds the full record: mrsr's version, the
 operation and every setting, the source file and its own description, the grids before and
-after. It is written (atomically) before the volume, so a finished volume always has one.
+after. Both are written whole to temporaries, then the sidecar is renamed into place just
+before the volume: a finished volume always has its sidecar, and a volume that fails leaves none.
 
 >>> short_description({"mrsr_version": "0.4", "operation": "upscale", "model": "m", "scale": 2})
 'mrsr 0.4 upscale m x2'
@@ -30,7 +31,7 @@ __all__ = [
     "record",
     "short_description",
     "sidecar_path",
-    "write_sidecar",
+    "sidecar_text",
 ]
 
 DESCRIP_BYTES = 80  # the NIfTI-1 header's descrip field
@@ -101,24 +102,27 @@ def short_description(rec: Mapping) -> str:
 
 def is_ours(path: Path) -> bool:
     """Whether ``path`` is a sidecar mrsr wrote (safe to replace when its volume is missing)."""
+    from mrsr.errors import MRSRError
+    from mrsr.files import read_regular
+
     try:
-        if path.stat().st_size > 1 << 20:
-            return False
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        content = json.loads(read_regular(path, 1 << 20))
+    except (MRSRError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(content, dict) and "mrsr_version" in content.get("mrsr", {})
 
 
 def check_sidecar(path: str | os.PathLike, overwrite: bool) -> Path:
     """The sidecar path of the volume ``path``, refused (:class:`MRSRError`) when it is a
-    folder, or a file mrsr did not write and ``overwrite`` is not given."""
+    folder, a link, a pipe or a device, or a file mrsr did not write and ``overwrite`` is not
+    given (an mrsr sidecar whose volume is missing, left by a failed run, is replaced)."""
     from mrsr.errors import MRSRError, one_line
+    from mrsr.files import check_regular
 
     target = sidecar_path(path)
     if target.is_dir():
         raise MRSRError(f"{one_line(target)}: the sidecar's name is a folder; rename it")
-    if target.exists() and not overwrite and not is_ours(target):
+    if check_regular(target) and not overwrite and not is_ours(target):
         raise MRSRError(
             f"{one_line(target)}: exists and is not an mrsr sidecar; pass --overwrite to "
             "replace it, or choose another output name"
@@ -126,16 +130,11 @@ def check_sidecar(path: str | os.PathLike, overwrite: bool) -> Path:
     return target
 
 
-def write_sidecar(path: str | os.PathLike, rec: Mapping) -> Path:
-    """Write the sidecar of the volume at ``path`` atomically (BIDS keys plus ``mrsr``)."""
-    from mrsr.io import atomic_path
-
-    target = sidecar_path(path)
+def sidecar_text(rec: Mapping) -> str:
+    """The sidecar's JSON of the record ``rec``: BIDS keys, the record under ``mrsr``."""
     content = {
         "Description": short_description(rec),
         "Sources": [rec["source"]] if rec.get("source") else [],
         "mrsr": dict(rec),
     }
-    with atomic_path(target, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
-    return target
+    return json.dumps(content, indent=2, default=str) + "\n"

@@ -17,7 +17,8 @@
 Slices are reoriented from the affine to the radiological convention (or neurological), with
 R/L, A/P, S/I letters on every edge and the convention in the title (:mod:`mrsr.orientation`);
 pixels keep their physical aspect. Grey window: the reference slice's 0.5-99.5 percentiles.
-Every file is written atomically and an existing file is replaced only with ``overwrite=True``.
+The report is written all or none (:func:`mrsr.files.atomic_files`), and an existing file is
+replaced only with ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from scipy.ndimage import binary_erosion
 
 from mrsr.errors import MRSRError
 from mrsr.evaluation import METRICS, Case, min_p_value, summarize
+from mrsr.files import NewFile, atomic_files, check_regular, new_folder
 from mrsr.geometry import slice_axis
-from mrsr.io import atomic_path
 from mrsr.metrics import data_range, foreground_mask, psnr, ssim
 from mrsr.options import OPTIONS
 from mrsr.orientation import View
@@ -335,10 +336,22 @@ def slice_figures(case: Case, k: int, convention: str = "radiological") -> tuple
     return comparison, _profile(panels, edge, view, title)
 
 
-def _save(fig: Figure, path: Path, overwrite: bool) -> Path:
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
-    return path
+def _figures(
+    new: NewFile,
+    directory: Path,
+    case: Case,
+    slices: Sequence[int] | None,
+    overwrite: bool,
+    convention: str,
+) -> list[Path]:
+    paths = []
+    for k in choose_slices(case) if slices is None else slices:
+        stem = f"{case.name}_slice{k:03d}"
+        for figure, name in zip(slice_figures(case, k, convention), ("", "_profile")):
+            paths.append(directory / f"{stem}{name}.png")
+            with new(paths[-1], overwrite) as stream:
+                figure.savefig(stream, dpi=DPI, format="png")
+    return paths
 
 
 def write_figures(
@@ -349,14 +362,10 @@ def write_figures(
     convention: str = "radiological",
 ) -> list[Path]:
     """Write the comparison and line-profile PNGs of ``case`` for ``slices`` (along its slice
-    axis; default :func:`choose_slices`), shown in ``convention``. Returns the paths."""
-    paths = []
-    for k in choose_slices(case) if slices is None else slices:
-        comparison, profile = slice_figures(case, k, convention)
-        stem = Path(directory) / f"{case.name}_slice{k:03d}"
-        paths.append(_save(comparison, stem.with_suffix(".png"), overwrite))
-        paths.append(_save(profile, stem.parent / f"{stem.name}_profile.png", overwrite))
-    return paths
+    axis; default :func:`choose_slices`), shown in ``convention``, all or none. Returns the
+    paths."""
+    with atomic_files() as new:
+        return _figures(new, Path(directory), case, slices, overwrite, convention)
 
 
 def write_report(
@@ -373,32 +382,34 @@ def write_report(
     ``cases`` may be a generator: each case is drawn and released in turn. ``settings`` (e.g.
     mask, shave, degradation) are listed at the top of ``report.md``, with the figures'
     orientation ``convention`` (radiological or neurological). Fails before any work when a
-    table file exists and ``overwrite`` is false.
+    table file exists and ``overwrite`` is false. The report is published whole or not at all:
+    every file goes to a temporary until the last is written, and a failure (a full disk, a bad
+    volume) removes them, and the folder if this call created it.
     """
     OPTIONS["convention"].check(convention, "convention")
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    clashes = [name for name in TABLES if (out / name).exists()]
+    clashes = [name for name in TABLES if check_regular(out / name)]
     if clashes and not overwrite:
         raise MRSRError(f"{out}: already holds {', '.join(clashes)}; pass --overwrite to replace")
-    rows, pictures = [], []
-    for case in cases:
-        rows += case.rows
-        if figures:
-            pictures += write_figures(out, case, overwrite=overwrite, convention=convention)
-    if not rows:
-        raise MRSRError("nothing to report: no volumes were evaluated")
-    lines = ["# mrsr evaluation", ""]
-    settings = {**(settings or {}), "figures": _CAPTION[convention]} if figures else settings
-    lines += [f"- {key}: {value}" for key, value in (settings or {}).items()]
-    lines += ["", format_tables(rows, against, markdown=True), ""]
-    lines += [f"![{p.stem}]({p.name})" for p in pictures]
-    texts = {
-        "metrics.csv": to_csv(rows),
-        "summary.csv": to_csv(summarize(rows, against)),
-        "report.md": "\n".join(lines) + "\n",
-    }
-    for name, text in texts.items():
-        with atomic_path(out / name, overwrite=overwrite) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    with new_folder(out), atomic_files() as new:
+        rows, pictures = [], []
+        for case in cases:
+            rows += case.rows
+            if figures:
+                pictures += _figures(new, out, case, None, overwrite, convention)
+        if not rows:
+            raise MRSRError("nothing to report: no volumes were evaluated")
+        lines = ["# mrsr evaluation", ""]
+        settings = {**(settings or {}), "figures": _CAPTION[convention]} if figures else settings
+        lines += [f"- {key}: {value}" for key, value in (settings or {}).items()]
+        lines += ["", format_tables(rows, against, markdown=True), ""]
+        lines += [f"![{p.stem}]({p.name})" for p in pictures]
+        texts = {
+            "metrics.csv": to_csv(rows),
+            "summary.csv": to_csv(summarize(rows, against)),
+            "report.md": "\n".join(lines) + "\n",
+        }
+        for name, text in texts.items():
+            with new(out / name, overwrite) as stream:
+                stream.write(text.encode("utf-8"))
     return rows

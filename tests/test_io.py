@@ -10,7 +10,8 @@ import torch
 from conftest import make_affine, meta_volume, phantom, sitk_image, write_dicom_series
 
 from mrsr.errors import MRSRError
-from mrsr.io import atomic_path, load_volume, sample_path, save_volume
+from mrsr.files import atomic_write
+from mrsr.io import load_volume, sample_path, save_volume
 
 
 def test_nifti_round_trip_keeps_affine_shape_values(tmp_path, write_nifti):
@@ -88,8 +89,8 @@ def test_atomic_write_leaves_old_file_on_failure_and_refuses_overwrite(tmp_path)
     before = target.read_bytes()
     with pytest.raises(MRSRError, match="already exists"):
         save_volume(vol * 2, target)
-    with pytest.raises(RuntimeError), atomic_path(target, overwrite=True) as tmp:
-        tmp.write_bytes(b"partial")
+    with pytest.raises(RuntimeError), atomic_write(target, overwrite=True) as stream:
+        stream.write(b"partial")
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]

@@ -15,9 +15,35 @@ from mrsr import __version__
 from mrsr.cli import degrade, evaluate, throughplane, train, upscale
 from mrsr.cli.common import message
 from mrsr.errors import one_line
+from mrsr.files import write_error
 from mrsr.progress import NORMAL, QUIET, VERBOSE, set_level
 
 __all__ = ["build_parser", "main"]
+
+
+class _Named:
+    """``sys.stdout`` whose failures name it (a full disk behind ``> file`` names no file)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        return self._named(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self.stream.flush)
+
+    @staticmethod
+    def _named(action, *args):
+        try:
+            return action(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise write_error("standard output", exc) from exc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_level(args.level)
+    stdout, sys.stdout = sys.stdout, _Named(sys.stdout)
     try:
         args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         print("mrsr: interrupted", file=sys.stderr)
         return 130
@@ -85,4 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mrsr: error: {message(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if isinstance(sys.stdout, _Named):
+            sys.stdout = stdout
     return 0

@@ -35,11 +35,13 @@ def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> s
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from mrsr.io import load_volume, sample_path, save_volume
+    from mrsr.outputs import check_folder_name
     from mrsr.pipeline import Pipeline, load_model, score
     from mrsr.provenance import is_ours, record, sidecar_path
     from mrsr.transforms import degrade
 
     out = args.out
+    check_folder_name(out, "--out")
     names = {k: out / f"sample_{k}.nii.gz" for k in ("lr", "ref", "sr")}
     out.mkdir(exist_ok=True)
     # the demo replaces its own earlier outputs (their sidecars say so), nothing else
@@ -84,8 +86,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mrsr import evaluation, report
+    from mrsr.outputs import check_folder_name
     from mrsr.pipeline import default_model_name, load_model
 
+    if args.report:
+        check_folder_name(args.report, "--report")
     if args.baselines == bool(args.pred):
         given = "both" if args.baselines else "neither"
         raise MRSRError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -24,11 +25,18 @@ EXAMPLES = """examples:
 def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file, or every volume of a folder into a folder."""
     from mrsr.io import is_volume_path
-    from mrsr.outputs import plan_folder
+    from mrsr.outputs import check_folder_name, plan_folder
+
+    def taken(path: Path) -> bool:  # one that cannot be looked at fails in turn, saying why
+        try:
+            return is_volume_path(path)
+        except OSError:
+            return True
 
     if not source.is_dir() or is_volume_path(source):
         return [(source, dest)]
-    inputs = sorted(p for p in source.iterdir() if is_volume_path(p))
+    check_folder_name(dest, f"the output of the folder input {one_line(source)}")
+    inputs = sorted(p for p in source.iterdir() if taken(p))
     if not inputs:
         raise MRSRError(f"{source}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
     jobs = plan_folder(source, dest, inputs)
@@ -61,7 +69,6 @@ def _warn(pipe, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None
 
     import torch
 
-    from mrsr.io import inspect_volume
     from mrsr.machine import native_bf16
 
     n_weights = sum(p.numel() for p in pipe.network.parameters())
@@ -71,7 +78,7 @@ def _warn(pipe, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None
             start = time.perf_counter()
             pipe.network.eval()(tile)
             per_voxel = (time.perf_counter() - start) / tile[0, 0].numel()
-        voxels = sum(inspect_volume(src).voxels for src, _ in jobs)
+        voxels = sum(_voxels(src) for src, _ in jobs)
         print(
             f"mrsr: warning: network {pipe.spec.network!r} is UNTRAINED ({n_weights / 1e6:.1f} M "
             f"random weights): its output is not super-resolution, and it will take about "
@@ -91,6 +98,16 @@ def _warn(pipe, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None
             f"precision {pipe.precision}" + (" (auto)" if args.precision == "auto" else "")
         )
         note("running on " + ", ".join(chosen))
+
+
+def _voxels(src: Path) -> int:
+    """The voxels of ``src``; 0 when its header is refused (it fails in turn, saying why)."""
+    from mrsr.io import inspect_volume
+
+    try:
+        return inspect_volume(src).voxels
+    except MRSRError:
+        return 0
 
 
 def _default_model(src: Path, target: dict, models: dict, options: dict):
@@ -153,13 +170,18 @@ def _through_plane(args: argparse.Namespace) -> dict:
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
-    from mrsr.outputs import OutputBusy, plan_outputs
-    from mrsr.pipeline import load_model
+    from mrsr.files import new_folder
 
     jobs = _volume_jobs(args.input, args.output)
     single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
-    if not single:
-        args.output.mkdir(exist_ok=True)
+    with contextlib.nullcontext() if single else new_folder(args.output):  # never left empty
+        _upscale(args, jobs, single)
+
+
+def _upscale(args: argparse.Namespace, jobs: list[tuple[Path, Path]], single: bool) -> None:
+    from mrsr.outputs import OutputBusy, plan_outputs
+    from mrsr.pipeline import load_model
+
     like = [args.like] if args.like else []
     plan = plan_outputs(
         _rank_share(jobs), args.overwrite, skip_finished=not single, references=like

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from mrsr.errors import MRSRError
-from mrsr.io import atomic_path
+from mrsr.files import atomic_write
 
 __all__ = ["load_state", "save_state"]
 
@@ -51,8 +51,8 @@ def save_state(path: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` atomically (a kill leaves the previous state file intact)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, tensors, "s")
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_bytes(save(tensors, metadata={"state": json.dumps(skeleton)}))
+    with atomic_write(path, overwrite=True) as stream:
+        stream.write(save(tensors, metadata={"state": json.dumps(skeleton)}))
     return Path(path)
 
 

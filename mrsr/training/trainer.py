@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import time
@@ -24,13 +25,15 @@ from torch.nn.parallel import DistributedDataParallel
 from mrsr import networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, weights_path
 from mrsr.errors import MRSRError
+from mrsr.files import check_regular, new_folder, open_log, remove_stale_temporaries, write_error
 from mrsr.inference import super_resolve
-from mrsr.io import load_volume, remove_stale_temporaries
+from mrsr.io import load_volume
 from mrsr.machine import resolve_device
 from mrsr.memory import check_fits, human
 from mrsr.metrics import score
 from mrsr.networks.footprint import footprint
 from mrsr.options import check_device
+from mrsr.outputs import check_folder_name
 from mrsr.progress import bar as progress_bar
 from mrsr.training.data import (
     PatchPairs,
@@ -46,6 +49,10 @@ __all__ = ["train"]
 
 # What a run writes into output_dir besides its logs; a new run never replaces them.
 RUN_FILES = ("last.safetensors", "best.safetensors", "state.safetensors")
+LOGS = {
+    "train_log.csv": ["step", "loss", "lr", "seconds"],
+    "val_log.csv": ["step", "method", "psnr", "ssim", "nrmse"],
+}
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = ("max_steps", "val_every", "log_every", "num_workers", "device", "degrade_on")
 
@@ -105,12 +112,14 @@ class Logs:
     """CSV logs (and TensorBoard when installed) in the output folder; rank 0 only."""
 
     def __init__(self, out: Path, resume: bool) -> None:
-        mode = "a" if resume else "w"
-        self.train = open(out / "train_log.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
-        self.val = open(out / "val_log.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
-        if not resume:
-            csv.writer(self.train).writerow(["step", "loss", "lr", "seconds"])
-            csv.writer(self.val).writerow(["step", "method", "psnr", "ssim", "nrmse"])
+        self.files = {}
+        for name, header in LOGS.items():  # new files: a resumed run's hold the old rows
+            self.files[out / name] = io.TextIOWrapper(
+                open_log(out / name, resume), encoding="utf-8", newline=""
+            )
+            if not resume:
+                self._row(out / name, header)
+        self.train, self.val = self.files
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -118,23 +127,28 @@ class Logs:
         except ImportError:
             self.board = None
 
+    def _row(self, path: Path, row: list) -> None:
+        try:
+            csv.writer(self.files[path]).writerow(row)
+            self.files[path].flush()
+        except OSError as exc:
+            raise write_error(path, exc) from exc
+
     def loss(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        csv.writer(self.train).writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.1f}"])
-        self.train.flush()
+        self._row(self.train, [step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.1f}"])
         if self.board:
             self.board.add_scalar("train/loss", loss, step)
 
     def metrics(self, step: int, method: str, values: dict[str, float]) -> None:
         row = [step, method] + [f"{values[k]:.6f}" for k in ("psnr", "ssim", "nrmse")]
-        csv.writer(self.val).writerow(row)
-        self.val.flush()
+        self._row(self.val, row)
         if self.board:
             for key, value in values.items():
                 self.board.add_scalar(f"val_{method}/{key}", value, step)
 
     def close(self) -> None:
-        self.train.close()
-        self.val.close()
+        for stream in self.files.values():
+            stream.close()
         if self.board:
             self.board.close()
 
@@ -157,15 +171,18 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     device = check_device(resolve_device(t["device"]), "train.device")
     rank, world, device = _distributed(device)
     out = Path(cfg["output_dir"])
+    check_folder_name(out, "output_dir")
     state_path = out / "state.safetensors"
-    if resume and not state_path.is_file():
-        raise MRSRError(f"{state_path}: nothing to resume from (no training state)")
     written = [out / n for n in RUN_FILES]
-    if not resume and any(p.exists() for p in written):
-        found = ", ".join(p.name for p in written if p.exists())
+    found = [p.name for p in written if check_regular(p)]
+    for name in LOGS:
+        check_regular(out / name)
+    if resume and state_path.name not in found:
+        raise MRSRError(f"{state_path}: nothing to resume from (no training state)")
+    if not resume and found:
         raise MRSRError(
-            f"{out}: holds a training run already ({found}); pass --resume to continue it, or "
-            "choose another output_dir"
+            f"{out}: holds a training run already ({', '.join(found)}); pass --resume to "
+            "continue it, or choose another output_dir"
         )
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
     deg = cfg["degradation"]
@@ -206,16 +223,16 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         ema = state.get("ema") or ema
         start, best = state["step"], state["best"]
         trained = float(state.get("seconds", 0.0))  # before this resumption
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        for path in written:
-            remove_stale_temporaries(path)  # left by a run killed while saving
-        logs = Logs(out, resume)
+    if rank == 0:  # the folder is made only now that the run is checked, and is not left empty
         validator = (
             Validator(volume_paths(cfg["data"]["val"], "data.val"), spec, device)
             if cfg["data"]["val"]
             else None
         )
+        with new_folder(out):
+            for path in written:
+                remove_stale_temporaries(path)  # left by a run killed while saving
+            logs = Logs(out, resume)
         if validator and not resume:
             for name, values in validator.baselines.items():
                 logs.metrics(0, name, values)

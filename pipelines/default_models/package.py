@@ -25,7 +25,7 @@ import numpy as np
 from mrsr import __version__
 from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.evaluation import model_vs_baselines
-from mrsr.io import atomic_path
+from mrsr.files import atomic_write
 from mrsr.pipeline import Pipeline
 from mrsr.training import load_config
 
@@ -197,8 +197,8 @@ def main() -> None:
     spec.info["bundled"] = {r["volume"]: r for r in bundled}
     WEIGHTS.mkdir(exist_ok=True)
     save_checkpoint(WEIGHTS / f"{name}.safetensors", model, spec)
-    with atomic_path(WEIGHTS / f"{name}.md", overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with atomic_write(WEIGHTS / f"{name}.md", overwrite=True) as stream:
+        stream.write(text.encode("utf-8"))
     print(text)
 
 
