@@ -213,6 +213,21 @@ def test_bad_configs_fail_at_once_naming_the_key(workdir, override, message):
     assert not (workdir / "run").exists()
 
 
+def test_training_data_that_is_no_volume_is_refused_naming_the_key_and_file(workdir):
+    """A text file, or a volume whose voxels are unusable: one line naming data.train and the
+    file, not MONAI's wrapped 'applying transform <LoadVolumed object at 0x...>'."""
+    (workdir / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    bad = phantom((40, 36, 5))
+    bad[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), str(workdir / "nan.nii.gz"))
+    for name, words in (("passwd", "unsupported format"), ("nan.nii.gz", "NaN or infinite")):
+        with pytest.raises(MRSRError) as caught:
+            train(load_config(write_config(workdir), [f"data.train={name}"]), progress=False)
+        text = str(caught.value)
+        assert words in text and name in text and "LoadVolumed" not in text
+        assert not (workdir / "run").exists()
+
+
 def test_loss_choice_is_the_loss_minimised(workdir):
     first = {}
     for loss in ("l1", "l2"):

@@ -23,7 +23,7 @@ from mrsr import kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
-from mrsr.io import is_volume_path, load_volume
+from mrsr.io import inspect_volume, is_volume_path, load_volume
 from mrsr.transforms import BicubicDownsample, KSpaceTruncation
 
 __all__ = [
@@ -55,9 +55,11 @@ def volume_paths(specs: Sequence[str], what: str = "data.train") -> list[Path]:
             found += sorted(Path(g) for g in glob.glob(os.path.expanduser(spec)))
     if not found:
         raise MRSRError(f"{what}: no volumes found in {', '.join(specs)}")
-    missing = [str(f) for f in found if not f.exists()]
-    if missing:
-        raise MRSRError(f"{what}: listed volume {missing[0]} does not exist")
+    for path in found:  # every header checked before training starts: no voxel is read
+        try:
+            inspect_volume(path)
+        except MRSRError as exc:
+            raise MRSRError(f"{what}: {exc}") from exc
     return found
 
 
@@ -86,7 +88,15 @@ def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor
         ]
     )
     items = [{"image": str(p)} for p in paths]
-    cache = CacheDataset(items, transform, num_workers=num_workers, progress=False)
+    try:
+        cache = CacheDataset(items, transform, num_workers=num_workers, progress=False)
+    except RuntimeError as exc:  # MONAI wraps what a transform raises: the user's problem first
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, MRSRError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
     slabs = []
     for item in cache:
         vol = item["image"]
