@@ -129,8 +129,16 @@ class _Lines:
         self.close()
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel running a notebook (not merely one that has
+    imported ipykernel, as a test runner that executes notebooks has)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _tqdm_class() -> Any:
-    if "ipykernel" in sys.modules:
+    if _in_notebook():
         try:
             import ipywidgets  # noqa: F401 - only its presence matters
         except ImportError:
@@ -149,6 +157,6 @@ def bar(total: int, desc: str, unit: str = "it", enabled: bool = True, **kwargs:
     if not enabled or _level == QUIET:
         return tqdm(total=total, disable=True)
     off = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    if off or ("ipykernel" not in sys.modules and not sys.stderr.isatty()):
+    if off or (not _in_notebook() and not sys.stderr.isatty()):
         return _Lines(total, desc, unit, kwargs.get("initial", 0), milestones=not off)
     return _tqdm_class()(total=total, desc=desc, unit=unit, file=sys.stderr, **kwargs)
