@@ -93,10 +93,20 @@ class ModelSpec:
             options.setdefault("grid", grid)
         return cls(network.lower(), int(scale), options, degradation, grid, **fields)
 
-    def build(self) -> torch.nn.Module:
-        """The network, untrained, as this spec describes it."""
+    def skeleton(self) -> torch.nn.Module:
+        """The network built on the ``meta`` device: every shape, no memory, no weight values."""
         from mrsr.networks import create
 
+        with torch.device("meta"):
+            return create(self.network, scale=self.scale, **self.options)
+
+    def build(self) -> torch.nn.Module:
+        """The network, untrained, as this spec describes it, once its weights are known to fit
+        in memory (else :class:`MRSRError`, before any allocation)."""
+        from mrsr.networks import create
+
+        n = sum(t.numel() for t in self.skeleton().state_dict().values())
+        check_fits(8 * n, f"{self.network} {shown(self.options)}: a network of {n} weights")
         return create(self.network, scale=self.scale, **self.options)
 
 
@@ -220,8 +230,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, torch.nn.Module
                     f"{p}: written by mrsr {spec.version}, newer than this mrsr {__version__}; "
                     "upgrade mrsr"
                 )
-            with torch.device("meta"):
-                skeleton = spec.build()
+            skeleton = spec.skeleton()
             n = sum(t.numel() for t in skeleton.state_dict().values())
             check_fits(8 * n, f"{p}: a network of {n} weights")
             _check_tensors(f, skeleton, p, spec.network)

@@ -14,8 +14,10 @@ from conftest import meta_volume, phantom
 from torch.profiler import ProfilerActivity, profile
 
 import mrsr.memory
-from mrsr import progress
+from mrsr import Pipeline, progress
+from mrsr.checkpoint import ModelSpec
 from mrsr.cli import main
+from mrsr.errors import MRSRError
 from mrsr.inference import peak_bytes, super_resolve
 from mrsr.networks import create
 from mrsr.networks.footprint import footprint
@@ -139,6 +141,23 @@ def test_training_too_big_for_memory_is_refused_naming_the_keys(tmp_path, capsys
     assert "training cssfn x2" in line and "but only 16.0 GiB is available" in line
     assert "lower model.channels, model.n_blocks, train.batch_size or train.patch_size" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make", ["pipeline", "spec"])
+def test_a_named_network_too_big_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch, make):
+    """``Pipeline("cssfn", channels=1024, n_blocks=64)`` or ``--model cssfn`` with such options
+    (or a spec built directly) sizes the weights on the meta device first: a clean refusal,
+    no allocation."""
+    available(monkeypatch, 1 * GiB)
+    start = time.monotonic()
+    if make == "pipeline":
+        with pytest.raises(MRSRError, match="a network of .* weights .* but only 1.0 GiB"):
+            Pipeline("cssfn", 2, channels=1024, n_blocks=64)
+    else:
+        spec = ModelSpec.create("cssfn", 2, options={"channels": 1024, "n_blocks": 64})
+        with pytest.raises(MRSRError, match="but only 1.0 GiB"):
+            spec.build()
+    assert time.monotonic() - start < 10
 
 
 def test_training_that_fits_runs(tmp_path, capsys, monkeypatch):

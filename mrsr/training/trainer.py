@@ -328,8 +328,7 @@ def _check_memory(spec: ModelSpec, t: dict, device: str) -> None:
     """Refuse, before anything is built, a run whose weights, Adam state and EMA, and one
     step's activations and gradients (traced on the ``meta`` device by
     :func:`~mrsr.networks.footprint.footprint`) do not fit in ``device``'s memory."""
-    with torch.device("meta"):
-        skeleton = spec.build()
+    skeleton = spec.skeleton()
     k, p = int(getattr(skeleton, "in_channels", 1)), t["patch_size"]
     step = footprint(skeleton, (t["batch_size"], k, p, p), train=True)
     states = step.parameters * (3 + bool(t["ema"]))  # weights, Adam's two moments, the EMA
