@@ -42,8 +42,9 @@ from mrsr.intensity import intensity_window
 from mrsr.io import load_volume, save_volume
 from mrsr.machine import describe, resolve_precision
 from mrsr.networks import create
-from mrsr.pipeline import Pipeline, shipped_weights
+from mrsr.pipeline import Pipeline
 from mrsr.transforms import degrade
+from mrsr.zoo import shipped_weights
 
 SMALL_NET = {"channels": 32, "n_blocks": 2, "n_units": 3, "q": 2, "skip": "kspace"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from mrsr.geometry import GRIDS
 from mrsr.intensity import DEFAULT_NORMALISATION
 from mrsr.memory import check_fits
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, Option
+from mrsr.zoo import shipped_weights, weights_path
 
 __all__ = ["ModelSpec", "load_checkpoint", "save_checkpoint", "shipped_weights", "weights_path"]
 
@@ -32,27 +32,6 @@ DEGRADATION_GRID = {"kspace": "kspace", "bicubic": "area"}
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 FLOAT_TYPES = ("F16", "BF16", "F32", "F64")
 MAX_METADATA = 1 << 20  # characters of the JSON description
-
-
-def shipped_weights() -> dict[str, Path]:
-    """Default models bundled in ``mrsr/data/weights``, by name (file stem)."""
-    folder = resources.files("mrsr") / "data" / "weights"
-    if not folder.is_dir():
-        return {}
-    return {
-        Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".safetensors")
-    }
-
-
-def weights_path(name_or_path: str | os.PathLike) -> Path:
-    """The checkpoint file a shipped model's name or a path stands for; an error naming both
-    kinds when it is neither."""
-    shipped = shipped_weights()
-    path = shipped.get(str(name_or_path), Path(name_or_path))
-    if not path.exists():
-        names = ", ".join(sorted(shipped)) or "none yet"
-        raise MRSRError(f"{name_or_path}: neither a checkpoint file nor a shipped model ({names})")
-    return path
 
 
 @dataclass

@@ -9,11 +9,9 @@ torch.Size([1, 360, 432, 24])
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,26 +20,27 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mrsr import networks
-from mrsr.checkpoint import ModelSpec, load_checkpoint, shipped_weights, weights_path
+from mrsr import networks, zoo
+from mrsr.batch import Batch, Job, Made, check_pairs, gather
+from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line, shown
 from mrsr.geometry import slice_axis, spacing
-from mrsr.inference import peak_bytes, super_resolve
+from mrsr.inference import InferenceSettings, SliceInferer, peak_bytes
 from mrsr.intensity import clamp_volume, range_facts
-from mrsr.io import as_volume, inspect_volume, read_bytes, save_volume
+from mrsr.io import as_volume, inspect_volume, read_bytes
 from mrsr.labels import refuse_label_map
-from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits
 from mrsr.metrics import score
 from mrsr.options import OPTIONS, check_network_options, check_options
-from mrsr.outputs import check_space, claim, plan_outputs
+from mrsr.probe import VolumeInfo
 from mrsr.progress import note
-from mrsr.provenance import add_facts, record
+from mrsr.provenance import add_facts, record, through_plane_settings
 from mrsr.resample import resample, resample_bytes
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
-__all__ = ["Pipeline", "as_volume", "load_model", "score", "shipped_weights"]
+__all__ = ["Pipeline", "as_volume", "load_model", "score"]
 
+_INFER = InferenceSettings()  # the inference defaults
 MASKS = ("auto", "none")  # the masks evaluate names: Otsu foreground of the reference, or none
 
 
@@ -56,11 +55,10 @@ class Pipeline:
             refused (:func:`mrsr.target.check_scale`) rather than the scale silently unused.
         degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
             it fixes the sampling grid, hence the output affine.
-        batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: see
-            :func:`mrsr.inference.super_resolve` (``data_consistency=True`` means weight 1);
-            ``device="auto"`` and ``precision="auto"`` (the defaults) pick CUDA, else MPS, else
-            CPU, and bf16 where that device computes it natively, else fp32
-            (:mod:`mrsr.machine`); the chosen values are ``self.device``, ``self.precision``.
+        batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: the
+            :class:`mrsr.inference.InferenceSettings`, held as ``self.settings`` with the
+            device and precision chosen (``self.device``, ``self.precision``);
+            ``data_consistency=True`` means weight 1.
         through_plane_budget, slice_thickness, slice_profile: for a target grid finer along
             thick slices (:meth:`plan`): seconds of through-plane training
             (:func:`mrsr.throughplane.super_resolve_through_plane`; 0: cubic B-spline
@@ -79,14 +77,14 @@ class Pipeline:
         scale: int | None = None,
         *,
         degradation: str = "kspace",
-        batch_size: int = 8,
-        device: str = "auto",
-        axis: int | None = None,
-        tta: bool = False,
-        precision: str = "auto",
-        data_consistency: float = 0.0,
-        nonnegative: bool | None = None,
-        progress: bool = False,
+        batch_size: int = _INFER.batch_size,
+        device: str = _INFER.device,
+        axis: int | None = _INFER.axis,
+        tta: bool = _INFER.tta,
+        precision: str = _INFER.precision,
+        data_consistency: float = _INFER.data_consistency,
+        nonnegative: bool | None = _INFER.nonnegative,
+        progress: bool = _INFER.progress,
         through_plane_budget: float = 120.0,
         slice_thickness: float | None = None,
         slice_profile: str = "box",
@@ -135,14 +133,9 @@ class Pipeline:
                 f"network samples on the {self.network.grid!r} grid, which does not fit "
                 f"degradation {degradation!r}; pass the degradation it was made for"
             )
-        self.batch_size, self.axis = batch_size, axis
-        self.device = resolve_device(device)
-        self.tta, self.precision, self.progress = (
-            tta,
-            resolve_precision(precision, self.device),
-            progress,
-        )
-        self.data_consistency, self.nonnegative = float(data_consistency), nonnegative
+        self.settings = InferenceSettings(
+            batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress
+        ).resolved()
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
         self.through_plane_budget = float(through_plane_budget)
         self.slice_thickness, self.slice_profile = slice_thickness, slice_profile
@@ -163,7 +156,7 @@ class Pipeline:
         other options of :class:`Pipeline`.
         """
         OPTIONS["path"].check(name_or_path, "name_or_path")
-        path = weights_path(name_or_path)
+        path = zoo.weights_path(name_or_path)
         spec, model = load_checkpoint(path)
         if scale is not None and OPTIONS["scale"].check(scale, "scale") != spec.scale:
             raise MRSRError(
@@ -182,6 +175,23 @@ class Pipeline:
     @property
     def scale(self) -> int:
         return self.spec.scale
+
+    @property
+    def device(self) -> str:
+        """The device the network runs on (``"auto"`` chosen)."""
+        return self.settings.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in (``"auto"`` chosen)."""
+        return self.settings.precision
+
+    @property
+    def inferer(self) -> SliceInferer:
+        """The network with this pipeline's settings: a function of a volume
+        (:class:`mrsr.inference.SliceInferer`)."""
+        spec = self.spec
+        return SliceInferer(self.network, spec.scale, spec.grid, spec.normalisation, self.settings)
 
     @property
     def trained(self) -> bool:
@@ -205,14 +215,17 @@ class Pipeline:
         :meth:`plan`'s. A path's header is checked first, and the whole job (reading,
         super-resolving, resampling) must fit in the memory available.
         """
-        volume = self._input(x, affine)
+        info = inspect_volume(x) if isinstance(x, (str, os.PathLike)) else None
+        volume = self._input(x, affine, info)
         plan = self.plan(volume, voxel_size, like)
-        return self._run(volume) if plan is None else self._onto(volume, plan, self._thickness(x))
+        if plan is None:
+            return self.inferer(volume)
+        return self._onto(volume, plan, self._thickness(info))
 
-    def _thickness(self, x: Any) -> float | None:
+    def _thickness(self, info: VolumeInfo | None) -> float | None:
         """The slice thickness in mm: this pipeline's, else the input header's (DICOM)."""
-        if self.slice_thickness is None and isinstance(x, (str, os.PathLike)):
-            return inspect_volume(x).slice_thickness
+        if self.slice_thickness is None and info is not None:
+            return info.slice_thickness
         return self.slice_thickness
 
     def plan(self, volume: Any, voxel_size: Any = None, like: Any = None) -> GridPlan | None:
@@ -224,7 +237,8 @@ class Pipeline:
         if grid is None:
             return None
         affine = np.asarray(volume.affine, dtype=np.float64)
-        axis = slice_axis(affine, volume.meta) if self.axis is None else self.axis
+        axis = self.settings.axis
+        axis = slice_axis(affine, volume.meta) if axis is None else axis
         through = self.through_plane_budget > 0
         plan = plan_grid(
             volume.shape[1:], affine, axis, *grid, scale=self.scale, through_plane=through
@@ -233,17 +247,15 @@ class Pipeline:
             check_scale(plan, self.scale, voxel_size, like)
         return plan
 
-    def _input(self, x: Any, affine: np.ndarray | None) -> MetaTensor:
-        if isinstance(x, (str, os.PathLike)):
-            info = inspect_volume(x)
+    def _input(self, x: Any, affine: np.ndarray | None, info: VolumeInfo | None) -> MetaTensor:
+        """The volume ``x`` checked, once its header ``info`` (a path's) says it fits."""
+        if info is not None:
             check_fits(
                 read_bytes(info) + peak_bytes(info.voxels, info.channels, self.scale),
                 f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
             )
         volume = as_volume(x, affine)
-        refuse_label_map(
-            volume, "super-resolving", None if isinstance(x, (str, os.PathLike)) else "x"
-        )
+        refuse_label_map(volume, "super-resolving", None if info is not None else "x")
         return volume
 
     def _onto(
@@ -254,7 +266,8 @@ class Pipeline:
         stderr) when ``progress`` is on."""
         from mrsr.throughplane import super_resolve_through_plane
 
-        if self.progress:
+        settings = self.settings
+        if settings.progress:
             note(one_line(plan.describe()))
         sizes = np.asarray(spacing(np.asarray(volume.affine)))
         fine = [n * (plan.scale if a != plan.axis else 1) for a, n in enumerate(volume.shape[1:])]
@@ -264,7 +277,7 @@ class Pipeline:
             volume.shape[0] * (resample_bytes(fine, plan.shape) + 16 * math.prod(fine)),
             f"super-resolving onto {'x'.join(map(str, fine))}, then resampling",
         )
-        result = self._run(volume) if plan.scale > 1 else volume
+        result = self.inferer(volume) if plan.scale > 1 else volume
         if plan.through_plane:
             result = super_resolve_through_plane(
                 result,
@@ -273,31 +286,14 @@ class Pipeline:
                 profile=self.slice_profile,
                 fine_spacing=plan.through_plane,
                 axis=plan.axis,
-                nonnegative=self.nonnegative,
-                batch_size=self.batch_size,
-                device=self.device,
-                progress=self.progress,
+                nonnegative=settings.nonnegative,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                progress=settings.progress,
             )
         result = resample(result, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
-        add_facts(result, range_facts(clamp_volume(result, volume, self.nonnegative)))
+        add_facts(result, range_facts(clamp_volume(result, volume, settings.nonnegative)))
         return result
-
-    def _run(self, volume: MetaTensor) -> MetaTensor:
-        return super_resolve(
-            volume,
-            self.network,
-            self.spec.scale,
-            self.spec.grid,
-            axis=self.axis,
-            normalisation=self.spec.normalisation,
-            batch_size=self.batch_size,
-            device=self.device,
-            tta=self.tta,
-            precision=self.precision,
-            data_consistency=self.data_consistency,
-            nonnegative=self.nonnegative,
-            progress=self.progress,
-        )
 
     def fit(
         self,
@@ -328,7 +324,9 @@ class Pipeline:
             "output_dir": str(output_dir),
         }
         path = run(
-            resolve_config(raw, origin="Pipeline.fit"), resume=resume, progress=self.progress
+            resolve_config(raw, origin="Pipeline.fit"),
+            resume=resume,
+            progress=self.settings.progress,
         )
         self.spec, self.network = load_checkpoint(path)
         self.weights = path
@@ -370,10 +368,9 @@ class Pipeline:
 
         The output is planned first (:func:`mrsr.outputs.plan_outputs`: not an input or the
         reference, not a folder, writable, existing only with ``overwrite``) and locked while
-        it is written; its size must fit in the folder's free space.
+        it is written; its size must fit in the folder's free space (:mod:`mrsr.batch`).
         """
-        job = self._open(x, path, affine, dtype, overwrite, voxel_size, like)
-        return self._write(job, self._make(job))
+        return self.batch(dtype, overwrite, voxel_size, like).one(Job(x, (path,), affine))
 
     def save_all(
         self,
@@ -392,21 +389,8 @@ class Pipeline:
         :class:`~mrsr.errors.MRSRError` afterwards names them (an unforeseen failure is raised
         as itself). :meth:`save_each` gives each outcome as it comes.
         """
-        outcomes = dict(
-            self.save_each(
-                jobs, dtype, overwrite, voxel_size=voxel_size, like=like, overlap=overlap
-            )
-        )
-        failed = {k: o for k, o in outcomes.items() if isinstance(o, BaseException)}
-        bug = next((o for o in failed.values() if not isinstance(o, MRSRError)), None)
-        if bug is not None:
-            raise bug
-        if failed:
-            k, first = next(iter(failed.items()))
-            raise MRSRError(
-                f"{len(failed)} of {len(outcomes)} volumes not saved; job {k}: {first}"
-            ) from first
-        return list(outcomes.values())
+        target = dict(voxel_size=voxel_size, like=like)
+        return gather(self.save_each(jobs, dtype, overwrite, **target, overlap=overlap))
 
     def save_each(
         self,
@@ -429,170 +413,85 @@ class Pipeline:
         one behind, the outputs identical to sequential :meth:`save` calls. ``started(k)`` is
         called as the work on job ``k`` begins (a progress line, say).
         """
-        if isinstance(jobs, (str, bytes, os.PathLike)) or not isinstance(jobs, Iterable):
-            raise MRSRError(
-                f"jobs must be (input, output) pairs, e.g. zip(inputs, outputs), got {shown(jobs)}"
-            )
-        jobs = list(jobs)
-        for k, job in enumerate(jobs):
-            if not (isinstance(job, (tuple, list)) and len(job) == 2):
-                raise MRSRError(
-                    f"jobs[{k}] must be an (input, output) pair, got {shown(job)}; pair each "
-                    "input with its output: zip(inputs, outputs) with as many of each"
-                )
+        pairs = check_pairs(jobs)
         check_options({"dtype": dtype, "overwrite": overwrite, "overlap": overlap}, OPTIONS, "")
         if not (started is None or callable(started)):
             raise MRSRError(f"started must be a function of the job's index, got {shown(started)}")
-        return self._save_each(jobs, (dtype, overwrite, voxel_size, like), overlap, started)
+        runner = self.batch(dtype, overwrite, voxel_size, like)
+        return runner.each([Job(x, (out,)) for x, out in pairs], overlap=overlap, started=started)
 
-    def _save_each(
+    def batch(
         self,
-        jobs: list[tuple[Any, str | os.PathLike]],
-        options: tuple,
-        overlap: bool,
-        started: Callable[[int], None] | None,
-    ) -> Iterator[tuple[int, Path | BaseException]]:
-        started = started or (lambda k: None)
-        if not overlap:
-            for k, (x, path) in enumerate(jobs):
-                started(k)
-                try:
-                    job = self._open(x, path, None, *options)
-                    outcome = self._write(job, self._make(job))
-                except Exception as exc:  # noqa: BLE001 - reported per volume by the caller
-                    outcome = exc
-                yield k, outcome
-            return
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mrsr-io") as pool:
-
-            def read(k: int) -> Future | None:
-                if k >= len(jobs):
-                    return None
-                x, path = jobs[k]
-                return pool.submit(self._open, x, path, None, *options)
-
-            reading, writing = read(0), None
-            for k in range(len(jobs)):
-                try:
-                    job = reading.result()
-                except Exception as exc:  # noqa: BLE001 - this volume's failure, reported in turn
-                    job = exc
-                reading = read(k + 1)  # read ahead while this one is computed
-                started(k)
-                if not isinstance(job, BaseException):
-                    try:
-                        made = self._make(job)  # releases the lock if it fails
-                    except Exception as exc:  # noqa: BLE001 - as above
-                        job = exc
-                if writing is not None:
-                    yield _finished(*writing)
-                if isinstance(job, BaseException):
-                    writing = None
-                    yield k, job
-                else:
-                    writing = k, pool.submit(self._write, job, made)
-            if writing is not None:
-                yield _finished(*writing)
-
-    def _open(
-        self,
-        x: Any,
-        path: str | os.PathLike,
-        affine: np.ndarray | None,
-        dtype: str,
-        overwrite: bool,
-        voxel_size: Any,
-        like: Any,
-    ) -> _Job:
-        """Plan and lock the output, then read and check the input and its grid plan."""
-        check_options({"path": path, "dtype": dtype, "overwrite": overwrite}, OPTIONS, "")
-        path = Path(path)
-        source = Path(x) if isinstance(x, (str, os.PathLike)) else None
-        reference = [Path(like)] if isinstance(like, (str, os.PathLike)) else []
-        plan = plan_outputs([(source, path)], overwrite=overwrite, references=reference)
-        lock = contextlib.ExitStack()
-        lock.enter_context(claim(path, plan))
-        try:
-            if source is not None and voxel_size is None and like is None:
-                check_space(path, inspect_volume(source).voxels * self.scale**2 * 4)
-            volume = self._input(x, affine)
-            grid = self.plan(volume, voxel_size, like)
-            if grid is not None:  # its size needs the input's affine
-                check_space(path, volume.shape[0] * math.prod(grid.shape) * 4)
-            thickness = self._thickness(x)
-            return _Job(path, lock, volume, grid, thickness, dtype, overwrite, self.progress)
-        except BaseException:
-            lock.close()
-            raise
-
-    def _make(self, job: _Job) -> tuple[MetaTensor, dict]:
-        """The result and its provenance (the lock is released on failure)."""
-        grid, thickness = job.grid, job.thickness
-        try:
-            if grid is None:
-                result = self._run(job.volume)
-            else:
-                result = self._onto(job.volume, grid, thickness)
-        except BaseException:
-            job.release()
-            raise
-        network_ran = grid is None or grid.scale > 1
-        settings = {
-            "model": self.name if network_ran else None,
-            "network": self.spec.network if network_ran else None,
-            "scale": self.scale if grid is None else grid.scale,
-            "degradation": self.spec.degradation,
-            "precision": self.precision,
-            "tta": self.tta,
-            "data_consistency": self.data_consistency,
-            "grid_plan": None if grid is None else grid.describe(),
-            "through_plane_budget_s": self.through_plane_budget if grid else None,
-            "slice_thickness_mm": thickness if grid and grid.through_plane else None,
-            "slice_profile": self.slice_profile if grid and grid.through_plane else None,
-        }
-        return result, record("upscale", job.volume, result, **settings)
-
-    @staticmethod
-    def _write(job: _Job, made: tuple[MetaTensor, dict]) -> Path:
-        result, provenance = made
-        if job.progress:  # a big gzipped volume takes seconds: say so
-            note(one_line(f"writing {job.path}"))
-        try:
-            return save_volume(
-                result, job.path, dtype=job.dtype, overwrite=job.overwrite, provenance=provenance
-            )
-        finally:
-            job.release()
+        dtype: str = "float32",
+        overwrite: bool = False,
+        voxel_size: Any = None,
+        like: Any = None,
+        choose: Callable[[MetaTensor], Pipeline] | None = None,
+    ) -> Batch:
+        """The job runner (:class:`mrsr.batch.Batch`) that super-resolves each input with this
+        pipeline (or the one ``choose`` picks for the volume read) onto the grid of
+        ``voxel_size`` or ``like``, and writes it as ``dtype``."""
+        return Batch(
+            Upscaling(self, voxel_size, like, choose),
+            dtype=dtype,
+            overwrite=overwrite,
+            progress=self.settings.progress,
+            references=[Path(like)] if isinstance(like, (str, os.PathLike)) else [],
+        )
 
 
-@dataclass
-class _Job:
-    """One output being made: its path and lock, the input read, the grid plan."""
+@dataclass(frozen=True)
+class Upscaling:
+    """A :class:`Pipeline`'s task in a :class:`mrsr.batch.Batch`: read and check the input,
+    plan its grid and check the output's size, super-resolve, record how."""
 
-    path: Path
-    lock: contextlib.ExitStack
-    volume: MetaTensor
-    grid: GridPlan | None
-    thickness: float | None
-    dtype: str
-    overwrite: bool
-    progress: bool
+    pipe: Pipeline
+    voxel_size: Any = None
+    like: Any = None
+    choose: Callable[[MetaTensor], Pipeline] | None = None
 
-    def release(self) -> None:
-        self.lock.close()
+    def read(self, job: Job) -> tuple[Pipeline, MetaTensor, GridPlan | None]:
+        pipe, info = self.pipe, job.info
+        if info is not None and self.voxel_size is None and self.like is None:
+            job.need_space(info.voxels * pipe.scale**2 * 4)
+        volume = pipe._input(job.source, job.affine, info)
+        pipe = pipe if self.choose is None else self.choose(volume)
+        grid = pipe.plan(volume, self.voxel_size, self.like)
+        if grid is not None:  # its size needs the input's affine
+            job.need_space(volume.shape[0] * math.prod(grid.shape) * 4)
+        return pipe, volume, grid
+
+    def make(self, job: Job) -> Made:
+        pipe, volume, grid = job.read
+        thickness = pipe._thickness(job.info)
+        result = pipe.inferer(volume) if grid is None else pipe._onto(volume, grid, thickness)
+        return [(result, _record(pipe, volume, result, grid, thickness))]
 
 
-def _finished(k: int, write: Future) -> tuple[int, Path | BaseException]:
-    """A background write's outcome: the path written, or the exception that stopped it."""
-    try:
-        return k, write.result()
-    except Exception as exc:  # noqa: BLE001 - the write's failure, reported by the caller
-        return k, exc
-
-
-def default_model_name(scale: int, degradation: str = "kspace") -> str:
-    """Name of the shipped default model for a scale and degradation."""
-    return f"cssfn-{degradation}-x{scale}"
+def _record(
+    pipe: Pipeline, volume: MetaTensor, result: MetaTensor, grid: GridPlan | None, thickness: Any
+) -> dict:
+    """The provenance of ``result``, made by ``pipe`` from ``volume`` through ``grid``."""
+    network_ran = grid is None or grid.scale > 1
+    through = grid is not None and bool(grid.through_plane)
+    return record(
+        "upscale",
+        volume,
+        result,
+        model=pipe.name if network_ran else None,
+        network=pipe.spec.network if network_ran else None,
+        scale=pipe.scale if grid is None else grid.scale,
+        degradation=pipe.spec.degradation,
+        precision=pipe.settings.precision,
+        tta=pipe.settings.tta,
+        data_consistency=pipe.settings.data_consistency,
+        grid_plan=None if grid is None else grid.describe(),
+        **through_plane_settings(
+            pipe.through_plane_budget if grid else None,
+            thickness if through else None,
+            pipe.slice_profile if through else None,
+        ),
+    )
 
 
 def load_model(
@@ -609,16 +508,9 @@ def load_model(
         OPTIONS["scale"].check(scale, "--scale")
     if model is not None:
         model = os.fspath(OPTIONS["path"].check(model, "--model"))
-    shipped = shipped_weights()
+    shipped = zoo.shipped_weights()
     if model is None:
-        model = default_model_name(2 if scale is None else scale, degradation)
-        if model not in shipped:
-            raise MRSRError(
-                f"no default model ships for {degradation} x{2 if scale is None else scale} yet; "
-                "pass --model "
-                "CHECKPOINT, or a "
-                f"network or baseline name ({', '.join(networks.available())})"
-            )
+        model = zoo.default(2 if scale is None else scale, degradation).name
     if model in shipped or Path(model).exists() or model.endswith(".safetensors"):
         return Pipeline.from_pretrained(model, scale, **kwargs)
     if model.lower() in networks.available():

@@ -14,8 +14,8 @@ from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.evaluation import baselines, evaluate_pairs, iter_compare, summarize
 from mrsr.metrics import evaluate, foreground_mask
-from mrsr.pipeline import default_model_name
 from mrsr.report import DPI, HEADER_INCHES, PANEL_INCHES, PROFILE_INCHES, ROWS, write_report
+from mrsr.zoo import default
 
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # slices along the last axis
 
@@ -127,9 +127,9 @@ def test_baselines_rank_zerofill_above_nearest_with_a_paired_test(tmp_path, writ
     assert "no power" in document["test"]["note"]
     code, out, _ = run(args + ["--method", "bicubic"], capsys)  # the shipped bicubic model
     document = json.loads(out)
-    default = default_model_name(2, "bicubic")
-    assert {r["method"] for r in document["rows"]} == {"nearest", "bicubic", default}
-    assert document["test"]["against"] == default
+    name = default(2, "bicubic").name
+    assert {r["method"] for r in document["rows"]} == {"nearest", "bicubic", name}
+    assert document["test"]["against"] == name
 
 
 def test_summary_means_sd_and_wilcoxon():

@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mrsr import evaluation, report
     from mrsr.outputs import check_folder_name
-    from mrsr.pipeline import default_model_name, load_model
+    from mrsr.pipeline import load_model
 
     if args.report:
         check_folder_name(args.report, "--report")
@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if model:
             if not model.trained:
                 print(f"mrsr: warning: {model.spec.network!r} is untrained", file=sys.stderr)
-            against = Path(args.model).name if args.model else default_model_name(scale, method)
+            against = model.name
             methods[against] = model
         cases = evaluation.iter_compare(
             args.ref, scale, methods, method, args.mask, args.shave, progress=True

@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_models(args: argparse.Namespace) -> None:
     from mrsr import networks
     from mrsr.checkpoint import load_checkpoint
-    from mrsr.pipeline import shipped_weights
+    from mrsr.zoo import shipped_weights
 
     print("networks:", ", ".join(networks.available()))
     shipped = shipped_weights()

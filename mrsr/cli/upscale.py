@@ -111,19 +111,18 @@ def _voxels(src: Path) -> int:
 
 
 def _default_model(src: Path, target: dict, models: dict, options: dict):
-    """The shipped k-space model whose scale is the smallest at or above the in-plane ratio
-    that ``target`` needs from ``src`` (the largest shipped when none is), cached in
-    ``models`` by scale."""
+    """The shipped k-space model for the in-plane ratio that ``target`` needs from ``src``
+    (:func:`mrsr.zoo.covering`), cached in ``models`` by scale."""
+    from mrsr import zoo
     from mrsr.io import load_volume
-    from mrsr.pipeline import Pipeline, default_model_name, shipped_weights
+    from mrsr.pipeline import Pipeline
     from mrsr.target import needed_scale
 
     wanted = needed_scale(next(iter(models.values())).plan(load_volume(src), **target).in_plane)
-    scales = sorted(int(n.rsplit("x", 1)[1]) for n in shipped_weights() if "-kspace-x" in n)
-    scale = next((s for s in scales if s >= wanted), scales[-1])
-    if scale not in models:
-        models[scale] = Pipeline.from_pretrained(default_model_name(scale), **options)
-    return models[scale]
+    model = zoo.covering(wanted)
+    if model.scale not in models:
+        models[model.scale] = Pipeline.from_pretrained(model.name, **options)
+    return models[model.scale]
 
 
 def _outcomes(pipe, jobs, args, chosen, models, options, single):

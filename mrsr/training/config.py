@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from mrsr import networks
-from mrsr.checkpoint import shipped_weights
 from mrsr.errors import MRSRError, shown
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
+from mrsr.zoo import shipped_weights
 
 __all__ = ["DEFAULTS", "load_config", "resolve_config"]
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mrsr import networks
-from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, weights_path
+from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.files import check_regular, new_folder, open_log, remove_stale_temporaries, write_error
 from mrsr.inference import super_resolve
@@ -44,6 +44,7 @@ from mrsr.training.data import (
 )
 from mrsr.training.state import load_state, save_state
 from mrsr.transforms import degrade
+from mrsr.zoo import weights_path
 
 __all__ = ["train"]
 

@@ -8,8 +8,9 @@ Scores the checkpoint and the baselines in fp32 on every held-out volume with th
 models' protocol (:func:`mrsr.metrics.slice_scores`) and on the held-out slices bundled in
 ``mrsr/data`` (their scores go into the checkpoint's metadata, which the tests reproduce), and
 writes ``mrsr/data/weights/<name>.safetensors`` (the checkpoint with a headline) and
-``<name>.md`` (the card). Given a shipped checkpoint instead of a run folder, it rescores and
-rewrites that model's card (the training time then comes from the metadata or the old card).
+``<name>.md`` (the card); ``<name>`` must be one of :data:`mrsr.zoo.MODELS`. Given a shipped
+checkpoint instead of a run folder, it rescores and rewrites that model's card (the training
+time then comes from the metadata or the old card).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from mrsr.evaluation import model_vs_baselines
 from mrsr.files import atomic_write
 from mrsr.pipeline import Pipeline
 from mrsr.training import load_config
+from mrsr.zoo import WEIGHTS, find
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "mrsr" / "data" / "weights"
 CONFIGS = Path(__file__).resolve().parent
 BUNDLED = {  # held-out slices shipped in mrsr/data, scored by tests/test_shipped_models.py
     "heldout_t1_coronal": WEIGHTS.parent / "heldout_t1_coronal.nii.gz",
     "heldout_clinical_brain": WEIGHTS.parent / "heldout_clinical_brain.nii.gz",
 }
-TARGETS = {2: 1.0, 3: 0.8, 4: 0.8}  # mean PSNR gain (dB) over the baseline, issue 15
+TARGETS = {2: 1.0, 3: 0.8, 4: 0.8}  # mean PSNR gain (dB) over the baseline that a shipped model must reach
 SOURCES = {
     "colin_05mm": "Debian `mricron-data` 1.2.20211006+dfsg-4, `/usr/share/mricron/templates/"
     "ch2better.nii.gz` (Colin27 T1, 0.5 mm; BSD-3-clause), axial slabs outside world z -12..18 mm",
@@ -87,7 +88,7 @@ def training_minutes(run: Path, spec: ModelSpec, name: str) -> float:
         return float(log[-1]["seconds"]) / 60 if log else float("nan")
     if "minutes" in spec.info:
         return float(spec.info["minutes"])
-    old = WEIGHTS / f"{name}.md"
+    old = find(name).card
     found = (
         re.search(r"(\d+) min on one thread", old.read_text(encoding="utf-8"))
         if old.exists()
@@ -182,6 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     shipped = args.run.suffix == ".safetensors"
     name = args.name or (args.run.stem if shipped else args.run.name)
+    entry = find(name)
     pipe = Pipeline.from_pretrained(
         args.run if shipped else args.run / "last.safetensors", precision="fp32"
     )
@@ -192,12 +194,12 @@ def main() -> None:
     minutes = training_minutes(args.run, spec, name)
     text, headline = card(name, spec, minutes, rows, bundled, params)
     spec.info["headline"] = headline
-    spec.info["card"] = f"{name}.md"
+    spec.info["card"] = entry.card.name
     spec.info["minutes"] = round(minutes, 1)
     spec.info["bundled"] = {r["volume"]: r for r in bundled}
     WEIGHTS.mkdir(exist_ok=True)
-    save_checkpoint(WEIGHTS / f"{name}.safetensors", model, spec)
-    with atomic_write(WEIGHTS / f"{name}.md", overwrite=True) as stream:
+    save_checkpoint(entry.weights, model, spec)
+    with atomic_write(entry.card, overwrite=True) as stream:
         stream.write(text.encode("utf-8"))
     print(text)
 
