@@ -5,7 +5,7 @@
 Each isotropic 1 mm volume (default: ``data/default/train/colin_1mm_superior.nii.gz`` along
 axis 2, when present, and the bundled sample along axis 1; ``pipelines/default_models/
 prepare_data.py`` writes the first) is acquired as a 2D multi-slice scan would be, along its
-slice axis, with a box profile (:func:`mrsr.throughplane.simulate_thick_slices`):
+slice axis, with a box profile (:func:`mrsr.slice_profiles.simulate_thick_slices`):
 
 - ``4.5/4.5``: 4.5 mm thick slices every 4.5 mm (a non-integer factor);
 - ``3/4 gap``: 3 mm thick slices every 4 mm (a 1 mm gap);
@@ -36,7 +36,7 @@ from mrsr.io import load_volume, sample_path
 from mrsr.kspace import truncate
 from mrsr.machine import describe
 from mrsr.resample import resample
-from mrsr.throughplane import simulate_thick_slices
+from mrsr.slice_profiles import simulate_thick_slices
 
 ROOT = Path(__file__).resolve().parents[1]
 COLIN = ROOT / "data" / "default" / "train" / "colin_1mm_superior.nii.gz"

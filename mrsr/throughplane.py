@@ -9,17 +9,17 @@ network to the planes that contain the slice axis, in both orientations, and ave
 super-resolution algorithm for MRI using deep learning", IEEE TMI 2021). A last correction makes
 the result consistent with the measurement (:func:`slice_consistency`).
 
-Acquisition model (:class:`SliceProfile`): thick slices ``spacing`` fine voxels apart, each
+Acquisition model (:mod:`mrsr.slice_profiles`): thick slices ``spacing`` fine voxels apart, each
 integrating the fine voxels under a box of width ``thickness`` (a gap when thinner than the
 spacing) or a Gaussian of that FWHM. Any real spacing ratio works (4.5, 5.6...): the fine grid
 has ``round(K * ratio)`` voxels along the slice axis for ``K`` slices, and the profile is
 expressed on it exactly, fractional overlaps included.
 
-Geometry (design.md, "Geometry"): the fine voxels subdivide the slices' spacing, so the output
+Geometry (docs/geometry.md): the fine voxels subdivide the slices' spacing, so the output
 covers exactly the slabs of the input (affine ``resampled_affine(A, [1, 1, K/N], "area")``,
 slice axis last here; any axis works). Simulating thick slices from an isotropic volume
-(:func:`simulate_thick_slices`) and super-resolving them gives back the reference's grid
-exactly.
+(:func:`~mrsr.slice_profiles.simulate_thick_slices`) and super-resolving them gives back the
+reference's grid exactly.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from scipy.special import ndtr
 from torch import nn
 
 from mrsr.errors import MRSRError
@@ -55,146 +53,19 @@ from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
 from mrsr.networks.cssfn import SerialFusionBlock
 from mrsr.progress import bar as progress_bar
 from mrsr.provenance import add_facts
-from mrsr.resample import sinc_matrix, spline_matrix
+from mrsr.resample import sinc_matrix
+from mrsr.slice_profiles import SliceProfile, along, axis_factors, slice_consistency
 from mrsr.training.data import FOREGROUND
 
 __all__ = [
-    "PROFILES",
-    "SliceProfile",
     "ThroughPlaneNet",
-    "along",
     "apply_network",
     "resolve_factor",
-    "simulate_thick_slices",
-    "slice_consistency",
     "super_resolve_through_plane",
     "train_network",
 ]
 
-PROFILES = ("box", "gaussian")
 _LOSS_WINDOW = 50  # steps in the running mean of the loss that progress shows
-
-
-def along(x: torch.Tensor, matrix: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
-    """``matrix`` ``(M, N)`` applied to axis ``dim`` of ``x`` (``N`` long, becomes ``M``)."""
-    m = torch.as_tensor(matrix, dtype=torch.float32, device=x.device)
-    return (x.float().movedim(dim, -1) @ m.T).movedim(-1, dim)
-
-
-@dataclass(frozen=True)
-class SliceProfile:
-    """A 2D multi-slice acquisition along one axis, as linear operators on a fine grid.
-
-    Lengths are in fine voxels (fine voxel ``n`` spans ``[n - 0.5, n + 0.5]``). Thick slice
-    ``k`` is centred at ``first + k * spacing`` and measures the fine voxels under its
-    profile: a ``"box"`` of width ``thickness`` (``thickness < spacing`` leaves a gap between
-    slices, ``>`` an overlap), or a ``"gaussian"`` of full width at half maximum ``thickness``;
-    each slice's weights sum to 1. ``first`` defaults to ``spacing / 2 - 0.5``: slabs
-    ``spacing`` wide that tile the fine grid from its start (the "area" grid of
-    :mod:`mrsr.geometry`).
-
-    >>> SliceProfile(2.5, 2.5).acquisition(5, 2).round(2).tolist()
-    [[0.4, 0.4, 0.2, 0.0, 0.0], [0.0, 0.0, 0.2, 0.4, 0.4]]
-    """
-
-    spacing: float
-    thickness: float
-    kind: str = "box"
-
-    def __post_init__(self) -> None:
-        if self.kind not in PROFILES:
-            raise MRSRError(f"slice profile must be one of {', '.join(PROFILES)}, got {self.kind}")
-        if not (self.spacing > 0 and self.thickness > 0):
-            raise MRSRError("slice spacing and thickness must be positive")
-
-    def centres(self, count: int, first: float | None = None) -> np.ndarray:
-        """Where the ``count`` slices are centred, in fine voxels."""
-        start = self.spacing / 2 - 0.5 if first is None else first
-        return start + self.spacing * np.arange(count)
-
-    def acquisition(self, n_fine: int, count: int, first: float | None = None) -> np.ndarray:
-        """``(count, n_fine)``: thick slice values from fine samples along the axis."""
-        c = self.centres(count, first)[:, None]
-        lo, hi = np.arange(n_fine) - 0.5, np.arange(n_fine) + 0.5
-        if self.kind == "box":
-            half = self.thickness / 2
-            w = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
-        else:
-            sigma = self.thickness / (2 * np.sqrt(2 * np.log(2)))
-            w = ndtr((hi - c) / sigma) - ndtr((lo - c) / sigma)
-        total = w.sum(axis=1, keepdims=True)
-        if np.any(total <= 0):
-            raise MRSRError("a slice's profile lies outside the volume")
-        return w / total
-
-    def interpolation(self, n_fine: int, count: int, first: float | None = None) -> np.ndarray:
-        """``(n_fine, count)``: cubic B-spline interpolation from the slice centres onto the
-        fine grid (mirrored at the ends)."""
-        start = self.centres(1, first)[0]
-        return spline_matrix(count, (np.arange(n_fine) - start) / self.spacing)
-
-
-def slice_consistency(
-    fine: torch.Tensor, thick: torch.Tensor, profile: SliceProfile, dim: int
-) -> torch.Tensor:
-    """Correct ``fine`` so that the acquisition of it reproduces the measured ``thick``.
-
-    With ``A`` the acquisition and ``B`` the interpolation of ``profile``, ``fine + B (A B)^-1
-    (thick - A fine)`` along ``dim``: the smallest correction in the span of the cubic
-    interpolants that makes ``A fine == thick`` exactly. Shapes: ``fine (..., N, ...)``,
-    ``thick (..., K, ...)`` -> like ``fine``.
-    """
-    n, k = fine.shape[dim], thick.shape[dim]
-    a, b = profile.acquisition(n, k), profile.interpolation(n, k)
-    correction = b @ np.linalg.solve(a @ b, np.eye(k))
-    return fine + along(thick.float() - along(fine, a, dim), correction, dim)
-
-
-def _factors(axis: int, factor: float) -> list[float]:
-    factors = [1.0, 1.0, 1.0]
-    factors[axis] = factor
-    return factors
-
-
-def simulate_thick_slices(
-    volume: MetaTensor,
-    factor: float,
-    axis: int | None = None,
-    thickness: float | None = None,
-    profile: str = "box",
-) -> tuple[MetaTensor, MetaTensor]:
-    """Simulate a 2D multi-slice acquisition of ``volume`` ``(C, X, Y, Z)``: ``(thick, ref)``.
-
-    Slices ``factor`` voxels apart (any real >= 1), each ``thickness`` voxels thick (default
-    ``factor``: no gap) with the ``profile`` of :class:`SliceProfile`, along ``axis`` (default:
-    the slice axis). ``ref`` is ``volume`` centre-cropped to the largest whole number of
-    voxels that ``K`` slice spacings span; thick slice ``k`` sits at the centre of its spacing
-    (affine ``resampled_affine(ref.affine, factor on axis, "area")``), so
-    :func:`super_resolve_through_plane` of ``thick`` lands on ``ref``'s grid.
-    Shapes: ``(C, X, Y, Z) -> (C, X, Y, K)`` for axis 2.
-    """
-    affine = np.asarray(volume.affine, dtype=np.float64)
-    axis = slice_axis(affine, volume.meta) if axis is None else axis % 3
-    model = SliceProfile(float(factor), float(thickness or factor), profile)
-    n = volume.shape[axis + 1]
-    counts = [
-        k for k in range(int(n // factor), 1, -1) if abs(k * factor - round(k * factor)) < 1e-6
-    ]
-    if not counts:
-        raise MRSRError(f"no whole number of voxels holds 2 or more slices {factor:g} voxels apart")
-    count, span = counts[0], round(counts[0] * factor)
-    start = (n - span) // 2
-    ref = MetaTensor(volume.as_tensor().narrow(axis + 1, start, span), meta=dict(volume.meta))
-    shift = np.eye(4)
-    shift[axis, 3] = start
-    ref.affine = torch.as_tensor(affine @ shift)
-    thick = MetaTensor(
-        along(ref.as_tensor(), model.acquisition(span, count), axis + 1), meta=dict(ref.meta)
-    )
-    thick.affine = torch.as_tensor(
-        resampled_affine(np.asarray(ref.affine), _factors(axis, factor), "area")
-    )
-    return thick, ref
 
 
 def resolve_factor(
@@ -467,7 +338,9 @@ def super_resolve_through_plane(
         along(volume.as_tensor(), model.interpolation(n_fine, count), axis + 1),
         meta=dict(volume.meta),
     )
-    fine.affine = torch.as_tensor(resampled_affine(affine, _factors(axis, 1 / per_slice), "area"))
+    fine.affine = torch.as_tensor(
+        resampled_affine(affine, axis_factors(axis, 1 / per_slice), "area")
+    )
     fine_mm = spacing(affine)[axis] / per_slice
     in_plane = [a for a in range(3) if a != axis]
     step = fine_mm / float(np.mean(spacing(affine)[in_plane]))

@@ -24,8 +24,8 @@ from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.io import load_volume
 from mrsr.resample import resample, sinc_matrix, spline_matrix, voxel_size_grid
+from mrsr.slice_profiles import simulate_thick_slices
 from mrsr.target import needed_scale, plan_grid
-from mrsr.throughplane import simulate_thick_slices
 
 ZEROFILL = Pipeline("zerofill", 2)
 

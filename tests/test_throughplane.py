@@ -9,13 +9,11 @@ from conftest import make_affine, meta_volume, phantom, subvoxel_shift
 from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.geometry import resampled_affine
+from mrsr.slice_profiles import SliceProfile, along, simulate_thick_slices
 from mrsr.throughplane import (
-    SliceProfile,
     ThroughPlaneNet,
-    along,
     apply_network,
     resolve_factor,
-    simulate_thick_slices,
     super_resolve_through_plane,
     train_network,
 )
