@@ -44,7 +44,7 @@ def _header_slice_dim(meta: Mapping | None) -> int | None:
 
 
 def slice_axis(affine: np.ndarray, meta: Mapping | None = None, rtol: float = 1e-3) -> int:
-    """The spatial axis a 2D network does not act on (design.md, "Geometry").
+    """The spatial axis a 2D network does not act on (docs/geometry.md).
 
     The NIfTI header's ``slice_dim`` when set; else the one axis whose spacing differs from the
     other two (a 0.5x0.5x5 mm scan, or a degraded 2x2x1 mm volume); else the last axis.

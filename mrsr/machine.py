@@ -81,8 +81,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_precision(precision: str, device: str) -> str:
     """``"auto"``: bf16 where ``device`` computes it natively (its cost on the default models'
-    held-out volumes is at most 0.002 dB, README "Benchmarks"), else fp32; any other value is
-    returned as given."""
+    held-out volumes is at most 0.002 dB: docs/benchmarks.md, "precision"), else fp32; any other
+    value is returned as given."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"

@@ -1,4 +1,4 @@
-"""The ``mrsr`` console command: one sub-command per job (design.md, "Command line").
+"""The ``mrsr`` console command: one sub-command per job (README.md, "Command line").
 
 Each command lives in its own module (its parser and its function); this one builds the
 parser and turns every failure into one line on stderr with exit code 2.

@@ -36,7 +36,7 @@ BUNDLED = {  # held-out slices shipped in mrsr/data, scored by tests/test_shippe
     "heldout_t1_coronal": WEIGHTS.parent / "heldout_t1_coronal.nii.gz",
     "heldout_clinical_brain": WEIGHTS.parent / "heldout_clinical_brain.nii.gz",
 }
-TARGETS = {2: 1.0, 3: 0.8, 4: 0.8}  # mean PSNR gain (dB) over the baseline that a shipped model must reach
+TARGETS = {2: 1.0, 3: 0.8, 4: 0.8}  # mean PSNR gain (dB) over the baseline a model must reach
 SOURCES = {
     "colin_05mm": "Debian `mricron-data` 1.2.20211006+dfsg-4, `/usr/share/mricron/templates/"
     "ch2better.nii.gz` (Colin27 T1, 0.5 mm; BSD-3-clause), axial slabs outside world z -12..18 mm",

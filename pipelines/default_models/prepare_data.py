@@ -15,7 +15,7 @@ train/ (the networks learn from these)
   brain1.nii.gz                           pyradiomics 3.1.0 source archive (PyPI, BSD-3-clause),
                                           data/brain1_image.nrrd: a clinical multi-slice brain
                                           scan, 256x256x25, 0.78 x 0.78 x 6.5 mm
-train_more/ (more subjects and contrasts, added for issue 15; configs list the folders they use)
+train_more/ (more subjects and contrasts for the medium models; configs list the folders they use)
   pycortex_s1.nii.gz                      pycortex 1.4.0 source archive (PyPI, BSD-2-clause),
                                           filestore/db/S1/anatomicals/raw.nii.gz: the demo
                                           subject's whole-head T1, 256^3, 1 mm (FreeSurfer-
