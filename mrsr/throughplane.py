@@ -25,14 +25,12 @@ reference's grid exactly.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
@@ -41,7 +39,6 @@ from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
 from mrsr.intensity import (
     clamps,
-    intensity_window,
     project_in_range,
     range_facts,
     relative_residual,
@@ -49,23 +46,11 @@ from mrsr.intensity import (
 from mrsr.io import as_volume
 from mrsr.labels import refuse_label_map
 from mrsr.machine import resolve_device
-from mrsr.networks.blocks import conv, fusion, shallow_features, xavier_init_
-from mrsr.networks.cssfn import SerialFusionBlock
-from mrsr.progress import bar as progress_bar
 from mrsr.provenance import add_facts
-from mrsr.resample import sinc_matrix
 from mrsr.slice_profiles import SliceProfile, along, axis_factors, slice_consistency
-from mrsr.training.data import FOREGROUND
+from mrsr.training.throughplane import train_network, training_slices
 
-__all__ = [
-    "ThroughPlaneNet",
-    "apply_network",
-    "resolve_factor",
-    "super_resolve_through_plane",
-    "train_network",
-]
-
-_LOSS_WINDOW = 50  # steps in the running mean of the loss that progress shows
+__all__ = ["apply_network", "resolve_factor", "super_resolve_through_plane"]
 
 
 def resolve_factor(
@@ -88,147 +73,6 @@ def resolve_factor(
             f"per slice; through-plane super-resolution needs at least {THICK}"
         )
     return ratio
-
-
-class ThroughPlaneNet(nn.Module):
-    """Scale-1 residual network from CSSFN's parts: ``x + tail(fusion(blocks(x0)) + x0)``.
-
-    Shallow features ``x0`` (conv3x3, conv1x1, conv3x3), ``n_blocks`` serial-fusion blocks
-    (:class:`~mrsr.networks.cssfn.SerialFusionBlock` of ``n_units`` CSSFUs) in series, global
-    fusion (conv1x1, conv3x3) plus ``x0``, conv3x3 to one channel added to the input. The input
-    is the thick-slice plane already interpolated onto the fine grid
-    (:meth:`SliceProfile.interpolation`), so the network only predicts the lost detail; the
-    last conv starts at zero, so the untrained network is exactly the cubic interpolation.
-    Xavier-uniform weights, zero biases. Receptive field 33 pixels at the defaults.
-    Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``.
-    """
-
-    def __init__(self, channels: int = 32, n_blocks: int = 2, n_units: int = 2, q: int = 2):
-        super().__init__()
-        self.head = shallow_features(1, channels)
-        self.blocks = nn.Sequential(
-            *(SerialFusionBlock(channels, channels, n_units, q, "cssfu") for _ in range(n_blocks))
-        )
-        self.fusion = fusion(channels, channels)
-        self.tail = conv(channels, 1)
-        xavier_init_(self)
-        nn.init.zeros_(self.tail.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x0 = self.head(x)
-        return x + self.tail(self.fusion(self.blocks(x0)) + x0)
-
-
-def _operators(profile: SliceProfile, side: int, phases: int = 8) -> list[torch.Tensor]:
-    """``(side, side)`` degradations of a patch row, ``B A``, one per sub-voxel phase of the
-    slice grid (the phases the volume's own slices take against the fine grid, up to
-    ``phases`` of them): acquire thick slices, interpolate them back."""
-    offsets = sorted({round(float(k * profile.spacing) % 1.0, 6) for k in range(phases)})
-    out = []
-    for offset in offsets:
-        first = profile.spacing / 2 - 0.5 + offset
-        count = int(np.floor((side - 0.5 - first - profile.spacing / 2) / profile.spacing)) + 1
-        a, b = profile.acquisition(side, count, first), profile.interpolation(side, count, first)
-        out.append(torch.as_tensor(b @ a, dtype=torch.float32))
-    return out
-
-
-def _batch(
-    slices: torch.Tensor,
-    operators: Sequence[torch.Tensor],
-    side: int,
-    batch_size: int,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training pairs ``(input, target)``, each ``(B, 1, side, side)``, from in-plane slices.
-
-    Each target is a random ``side``-square patch of a slice (mostly foreground), flipped and
-    transposed at random; its input is the patch acquired along its last axis by the slice
-    profile and interpolated back (one of ``operators``, at random); half the pairs are then
-    transposed, so the network sees the thick axis both ways.
-    """
-    n, h, w = slices.shape
-    patches = []
-    for _ in range(batch_size):
-        for _ in range(10):  # a few tries for a patch on the object
-            s, i, j = (int(rng.integers(m)) for m in (n, h - side + 1, w - side + 1))
-            patch = slices[s, i : i + side, j : j + side]
-            if patch.mean() > FOREGROUND:
-                break
-        patch = patch.flip([d for d in (0, 1) if rng.random() < 0.5])
-        patches.append(patch.T if rng.random() < 0.5 else patch)
-    target = torch.stack(patches)[:, None]
-    which = rng.integers(len(operators), size=batch_size)
-    source = torch.stack([target[b] @ operators[k].T for b, k in enumerate(which)])
-    swap = torch.from_numpy(rng.random(batch_size) < 0.5)
-    source[swap], target[swap] = source[swap].mT, target[swap].mT
-    return source, target
-
-
-def train_network(
-    slices: torch.Tensor,
-    profile: SliceProfile,
-    *,
-    time_budget: float = 180.0,
-    steps: int | None = None,
-    seed: int = 0,
-    patch_size: int = 48,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    **network_options: Any,
-) -> tuple[ThroughPlaneNet, list[float]]:
-    """Train a :class:`ThroughPlaneNet` on in-plane ``slices`` ``(S, H, W)``, normalised to ~[0, 1],
-    sampled on the fine grid of ``profile`` (its lengths in the slices' voxels).
-
-    Pairs come from :func:`_batch` with patches of ``patch_size`` (smaller for small slices);
-    L1 loss, Adam at ``lr``. Stops after ``steps`` steps or ``time_budget`` seconds, whichever
-    comes first. Deterministic given ``seed`` and the number of steps taken (the weights and
-    every batch come from the seed; a time budget stops at a machine-dependent step). Returns
-    the network (in eval mode) and the loss of every step.
-    """
-    side = min(patch_size, *slices.shape[1:])
-    if side < 2 * profile.spacing:
-        raise MRSRError(
-            f"in-plane slices of {tuple(slices.shape[1:])} voxels are too small to learn a "
-            f"slice profile {profile.spacing:.3g} voxels apart (need at least "
-            f"{math.ceil(2 * profile.spacing)})"
-        )
-    operators = _operators(profile, side)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = ThroughPlaneNet(**network_options).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
-    rng = np.random.default_rng(seed)
-    losses: list[float] = []
-    start = time.monotonic()
-    bar = progress_bar(
-        100,
-        "training",
-        "%",
-        enabled=progress,
-        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
-    )
-    with bar:
-        while steps is None or len(losses) < steps:
-            elapsed = time.monotonic() - start
-            if elapsed >= time_budget:
-                break
-            pair = _batch(slices, operators, side, batch_size, rng)
-            source, target = (t.to(device) for t in pair)
-            loss = F.l1_loss(network(source), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            done = max(elapsed / time_budget, len(losses) / steps if steps else 0.0)
-            recent = losses[-_LOSS_WINDOW:]
-            loss_shown = f"{sum(recent) / len(recent):.4f}"
-            bar.set_postfix(step=len(losses), loss=loss_shown, refresh=False)
-            bar.update(int(100 * min(done, 1.0)) - bar.n)
-        bar.update(100 - bar.n)  # the budget or the steps are used up: training is complete
-    return network.eval(), losses
 
 
 def apply_network(
@@ -265,16 +109,6 @@ def apply_network(
     return sum(outputs[1:], outputs[0]) / len(outputs)
 
 
-def _in_plane_resampled(slices: torch.Tensor, step: float) -> torch.Tensor:
-    """``(S, H, W)`` slices band-limited resampled to ``step`` times their voxel size."""
-    if abs(step - 1) < 0.05:
-        return slices
-    h, w = (max(2, round(n / step)) for n in slices.shape[1:])
-    rows = sinc_matrix(slices.shape[1], (np.arange(h) + 0.5) * slices.shape[1] / h - 0.5, step)
-    cols = sinc_matrix(slices.shape[2], (np.arange(w) + 0.5) * slices.shape[2] / w - 0.5, step)
-    return along(along(slices, rows, 1), cols, 2)
-
-
 def super_resolve_through_plane(
     volume: Any,
     factor: float | None = None,
@@ -306,7 +140,8 @@ def super_resolve_through_plane(
     1. interpolate the slices onto the fine grid (cubic B-spline, :class:`SliceProfile`);
     2. normalise each channel as :func:`mrsr.inference.super_resolve` will (percentile window
        of the interpolated volume), resample the in-plane slices to the fine voxel size when it
-       differs from theirs (band-limited), and train :func:`train_network` on them, for
+       differs from theirs (band-limited), and train
+       :func:`~mrsr.training.throughplane.train_network` on them, for
        ``time_budget`` seconds or ``steps`` steps;
     3. :func:`apply_network` across both in-plane axes and average;
     4. with ``consistency``, :func:`slice_consistency`: the acquisition of the output then
@@ -317,7 +152,7 @@ def super_resolve_through_plane(
        agree; the relative RMS difference between the input slices and the output's acquisition
        is noted as ``consistency_residual`` (:func:`mrsr.provenance.add_facts`).
 
-    ``network_options`` go to :class:`ThroughPlaneNet`.
+    ``network_options`` go to :class:`~mrsr.networks.throughplane.ThroughPlaneNet`.
 
     Returns float32 ``(C, X, Y, N)`` (for slice axis 2) with ``N = round(Z * ratio)`` and
     affine ``resampled_affine(A, Z / N on the slice axis, "area")``: the fine voxels
@@ -344,12 +179,8 @@ def super_resolve_through_plane(
     fine_mm = spacing(affine)[axis] / per_slice
     in_plane = [a for a in range(3) if a != axis]
     step = fine_mm / float(np.mean(spacing(affine)[in_plane]))
-    slices = []
-    for thick, interpolated in zip(volume.as_tensor().float(), fine.as_tensor()):
-        lo, hi = intensity_window(interpolated)
-        slices.append(_in_plane_resampled(((thick - lo) / (hi - lo)).movedim(axis, 0), step))
     network, _ = train_network(
-        torch.cat(slices),
+        training_slices(volume.as_tensor(), fine.as_tensor(), axis, step),
         model,
         time_budget=time_budget,
         steps=steps,
@@ -361,18 +192,33 @@ def super_resolve_through_plane(
     sr = apply_network(
         fine, network, in_plane, batch_size=batch_size, device=device, progress=progress
     )
+    return _consistent(sr, volume.as_tensor().float(), model, axis, consistency, nonnegative)
+
+
+def _consistent(
+    sr: MetaTensor,
+    thick: torch.Tensor,
+    model: SliceProfile,
+    axis: int,
+    consistency: bool,
+    nonnegative: bool | None,
+) -> MetaTensor:
+    """Steps 4 and 5 of :func:`super_resolve_through_plane`: each channel of ``sr`` made
+    consistent with the measured ``thick`` slices of ``model`` and clamped by the range rule,
+    with the facts noted."""
+    n_fine, count = sr.shape[axis + 1], thick.shape[axis + 1]
     out, error, norm, clamped = [], 0.0, 0.0, []
-    for fine_channel, thick in zip(sr.as_tensor(), volume.as_tensor().float()):
-        clamped.append(clamps(thick, nonnegative))
+    for fine_channel, measured in zip(sr.as_tensor(), thick):
+        clamped.append(clamps(measured, nonnegative))
         floor = 0.0 if clamped[-1] else None
         if consistency:
             fine_channel = project_in_range(
                 fine_channel,
-                partial(slice_consistency, thick=thick, profile=model, dim=axis),
+                partial(slice_consistency, thick=measured, profile=model, dim=axis),
                 floor,
             )
             e, n = relative_residual(
-                thick, along(fine_channel, model.acquisition(n_fine, count), axis)
+                measured, along(fine_channel, model.acquisition(n_fine, count), axis)
             )
             error, norm = error + e, norm + n
         elif floor is not None:

@@ -9,14 +9,10 @@ from conftest import make_affine, meta_volume, phantom, subvoxel_shift
 from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.geometry import resampled_affine
+from mrsr.networks.throughplane import ThroughPlaneNet
 from mrsr.slice_profiles import SliceProfile, along, simulate_thick_slices
-from mrsr.throughplane import (
-    ThroughPlaneNet,
-    apply_network,
-    resolve_factor,
-    super_resolve_through_plane,
-    train_network,
-)
+from mrsr.throughplane import apply_network, resolve_factor, super_resolve_through_plane
+from mrsr.training.throughplane import train_network
 
 TINY = dict(channels=8, n_blocks=1, n_units=1)  # a fast network for the geometry tests
 
