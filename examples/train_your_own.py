@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from mrsr import Pipeline
-from mrsr.evaluation import compare_methods, volume_name
-from mrsr.io import is_volume_path, sample_path
+from mrsr.evaluation import compare_methods
+from mrsr.io import list_volumes, sample_path, volume_stem
 from mrsr.report import format_tables
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,11 +26,7 @@ parser.add_argument("--scale", type=int, default=2)
 parser.add_argument("--out", type=Path, default=Path("runs/train_your_own"))
 args = parser.parse_args()
 
-volumes = (
-    sorted(p for p in args.folder.iterdir() if is_volume_path(p))
-    if args.folder
-    else [sample_path()]
-)
+volumes = list_volumes(args.folder) if args.folder else [sample_path()]
 # skip="kspace" + zero_tail: the untrained network is exactly zero-filling, training adds detail.
 pipe = Pipeline(
     "cssfn", args.scale, channels=16, n_blocks=1, n_units=2, skip="kspace", zero_tail=True
@@ -49,5 +45,5 @@ print(f"checkpoint: {checkpoint}")
 
 methods = {"zerofill": Pipeline("zerofill", args.scale), "cssfn (trained here)": pipe}
 rows = compare_methods(volumes[0], args.scale, methods)
-print(f"{volume_name(volumes[0])}, k-space truncation x{args.scale}:")
+print(f"{volume_stem(volumes[0])}, k-space truncation x{args.scale}:")
 print(format_tables(rows))

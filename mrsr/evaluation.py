@@ -5,8 +5,9 @@ A *row* is one volume scored for one method: ``{"name", "method", "psnr", "ssim"
 mask and rows, for figures (:mod:`mrsr.report`).
 
 Pairing rules: two files make one pair whatever their names; two folders pair their volumes by
-name, the file name less its volume suffix (``a.nii.gz``, ``a.nii``, ``a.nrrd`` and ``a.mha``
-all pair as ``a``). Hidden files (atomic-write temporaries) are ignored; a name found on one side
+name, the file name less its volume suffix (:func:`mrsr.io.volume_stem`: ``a.nii.gz``,
+``a.nii``, ``a.nrrd`` and ``a.mha`` all pair as ``a``). Hidden files (atomic-write temporaries)
+are ignored; a name found on one side
 only, or twice on one side, is an error. Paired volumes must share their grid (shape and affine).
 
 Summary: per method, the mean and sample standard deviation (``ddof=1``) over volumes, and a
@@ -29,13 +30,14 @@ import numpy as np
 from monai.data import MetaTensor
 from scipy.stats import wilcoxon
 
+from mrsr.degradations import DEFAULT, degrade, get
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
-from mrsr.io import NIFTI_SUFFIXES, SITK_SUFFIXES, is_volume_path, load_volume
+from mrsr.io import FORMATS, is_volume_path, list_volumes, load_volume, volume_stem
 from mrsr.metrics import foreground_mask, score, slice_scores
 from mrsr.pipeline import Pipeline
 from mrsr.progress import bar as progress_bar
-from mrsr.transforms import CropToMultiple, degrade
+from mrsr.transforms import CropToMultiple
 
 __all__ = [
     "METRICS",
@@ -49,7 +51,6 @@ __all__ = [
     "model_vs_baselines",
     "pair_volumes",
     "summarize",
-    "volume_name",
 ]
 
 METRICS = ("psnr", "ssim", "nrmse")
@@ -76,30 +77,19 @@ class Case:
     shave: int = 0
 
 
-def volume_name(path: PathLike) -> str:
-    """The pairing key of a volume: its file name without the volume suffix."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES[::-1] + SITK_SUFFIXES:  # ".nii.gz" before ".nii"
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _is_folder(path: Path) -> bool:
     return path.is_dir() and not is_volume_path(path)
 
 
 def _volumes(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not is_volume_path(p):
-            continue
-        key = volume_name(p)
+    for p in list_volumes(folder):
+        key = volume_stem(p)
         if key in found:
             raise MRSRError(f"{folder}: {found[key].name} and {p.name} have the same name {key!r}")
         found[key] = p
     if not found:
-        raise MRSRError(f"{folder}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
+        raise MRSRError(f"{folder}: no volumes found ({FORMATS})")
     return found
 
 
@@ -108,7 +98,7 @@ def _listing(path: PathLike) -> dict[str, Path]:
     p = Path(path)
     if not p.exists():
         raise MRSRError(f"{p}: no such file or folder")
-    return _volumes(p) if _is_folder(p) else {volume_name(p): p}
+    return _volumes(p) if _is_folder(p) else {volume_stem(p): p}
 
 
 def pair_volumes(pred: PathLike, ref: PathLike) -> list[tuple[str, Path, Path]]:
@@ -118,7 +108,7 @@ def pair_volumes(pred: PathLike, ref: PathLike) -> list[tuple[str, Path, Path]]:
         raise MRSRError(f"{pred} and {ref}: give two volume files or two folders")
     preds, refs = _listing(pred), _listing(ref)
     if not _is_folder(ref):
-        return [(volume_name(ref), preds.popitem()[1], refs[volume_name(ref)])]
+        return [(volume_stem(ref), preds.popitem()[1], refs[volume_stem(ref)])]
     only_pred, only_ref = sorted(set(preds) - set(refs)), sorted(set(refs) - set(preds))
     if only_pred or only_ref:
         sides = [
@@ -214,7 +204,7 @@ def iter_compare(
     refs: PathLike | Sequence[PathLike],
     scale: int,
     methods: Mapping[str, Pipeline],
-    degradation: str = "kspace",
+    degradation: str = DEFAULT,
     mask: MaskArg = "auto",
     shave: int | None = None,
     progress: bool = False,
@@ -222,7 +212,7 @@ def iter_compare(
     """Degrade each reference, super-resolve it with every method, score: one Case per volume.
 
     ``refs``: a file, a folder, or a list of files. Each reference is centre-cropped to a multiple
-    of ``scale`` in-plane and degraded by ``degradation`` (:func:`mrsr.transforms.degrade`); the
+    of ``scale`` in-plane and degraded by ``degradation`` (:func:`mrsr.degradations.degrade`); the
     metrics compare each method's output with the cropped reference. ``shave`` defaults to
     ``scale``. A mask file is given on the uncropped reference's grid and cropped alike.
     ``progress``: count the volumes on stderr (:func:`mrsr.progress.bar`).
@@ -252,7 +242,7 @@ def compare_methods(
     refs: PathLike | Sequence[PathLike],
     scale: int,
     methods: Mapping[str, Pipeline],
-    degradation: str = "kspace",
+    degradation: str = DEFAULT,
     mask: MaskArg = "auto",
     shave: int | None = None,
 ) -> list[dict]:
@@ -261,13 +251,12 @@ def compare_methods(
     return [row for case in cases for row in case.rows]
 
 
-def baselines(scale: int, degradation: str = "kspace") -> dict[str, Pipeline]:
-    """The interpolation baselines for a degradation: nearest, bicubic, and (k-space) zerofill.
-
-    ``zerofill`` (k-space zero-filling) is the band-limited (sinc) interpolator, the exact inverse
-    model of k-space truncation; on the area grid of bicubic degradation it does not apply.
+def baselines(scale: int, degradation: str = DEFAULT) -> dict[str, Pipeline]:
+    """The interpolation baselines for a degradation: nearest (the input as it is), then its
+    entry's (:class:`mrsr.degradations.Degradation`): bicubic, and for k-space truncation
+    zerofill, the band-limited (sinc) interpolator that is its exact inverse model.
     """
-    names = ["nearest", "bicubic"] + (["zerofill"] if degradation == "kspace" else [])
+    names = ["nearest", *get(degradation).baselines]
     return {name: Pipeline(name, scale, degradation=degradation) for name in names}
 
 
@@ -275,23 +264,20 @@ def model_vs_baselines(
     pipe: Pipeline, path: PathLike, consistency: bool = False
 ) -> dict[str, dict[str, float]]:
     """Per-slice PSNR/SSIM (:func:`mrsr.metrics.slice_scores`) of ``pipe`` and of its
-    degradation's baselines (bicubic, and zerofill for k-space) on reference volume ``path``,
+    degradation's baselines (strongest first) on reference volume ``path``,
     degraded by ``pipe``'s own degradation: the default models' protocol (their cards and
     ``tests/test_shipped_models.py``). ``consistency`` adds ``"model + data consistency"``.
     """
     spec = pipe.spec
     lr, hr = degrade(load_volume(path), spec.scale, spec.degradation)
     ref = hr.as_tensor()[0]
-    names = ["zerofill", "bicubic"] if spec.degradation == "kspace" else ["bicubic"]
+    names = reversed(get(spec.degradation).baselines)
     interpolators = baselines(spec.scale, spec.degradation)
     scores = {name: slice_scores(interpolators[name](lr).as_tensor()[0], ref) for name in names}
     scores["model"] = slice_scores(pipe(lr).as_tensor()[0], ref)
-    if consistency and spec.degradation == "kspace":
-        before, pipe.data_consistency = pipe.data_consistency, 1.0
-        try:
-            scores["model + data consistency"] = slice_scores(pipe(lr).as_tensor()[0], ref)
-        finally:
-            pipe.data_consistency = before
+    if consistency and get(spec.degradation).data_consistency:
+        consistent = pipe.inferer(data_consistency=1.0)(lr)
+        scores["model + data consistency"] = slice_scores(consistent.as_tensor()[0], ref)
     return scores
 
 

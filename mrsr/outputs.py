@@ -39,6 +39,8 @@ from mrsr.files import (
     temporary_name,
     write_error,
 )
+from mrsr.io.formats import reader_for, volume_stem, volume_suffix
+from mrsr.io.writer import OUTPUT_SUFFIXES, check_output_name
 from mrsr.memory import human
 from mrsr.provenance import check_sidecar, sidecar_path
 
@@ -53,10 +55,9 @@ __all__ = [
     "plan_outputs",
 ]
 
-INPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-OUTPUT_SUFFIXES = (".nii.gz", ".nii")
-FILE_SUFFIXES = (*INPUT_SUFFIXES, ".json", ".csv", ".tsv", ".md", ".txt", ".png", ".pdf")
-FILE_SUFFIXES += (".html", ".safetensors", ".yaml", ".yml")
+# what else mrsr writes, besides volumes
+FILE_SUFFIXES = (".json", ".csv", ".tsv", ".md", ".txt", ".png", ".pdf", ".html", ".safetensors")
+FILE_SUFFIXES += (".yaml", ".yml")
 
 
 def _name_max(folder: Path) -> int:
@@ -71,23 +72,21 @@ class OutputBusy(MRSRError):
 
 
 def output_name(path: Path) -> str:
-    """The NIfTI output name of an input: the whole stem kept, only the volume suffix replaced.
+    """The NIfTI output name of an input: a NIfTI name as it is, else the whole stem
+    (:func:`mrsr.io.volume_stem`) with ``.nii.gz``.
 
     >>> output_name(Path("sub-01.ses-1.T1w.nrrd")), output_name(Path("a.b.nii"))
     ('sub-01.ses-1.T1w.nii.gz', 'a.b.nii')
     """
-    name = path.name
-    if name.lower().endswith((".nii.gz", ".nii")):
-        return name
-    for suffix in INPUT_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] + ".nii.gz"
-    return name + ".nii.gz"  # a DICOM series folder
+    if path.name.lower().endswith(OUTPUT_SUFFIXES):
+        return path.name
+    return volume_stem(path) + ".nii.gz"
 
 
 def check_folder_name(folder: Path, what: str) -> None:
     """Refuse a name like a file's (``out.nii.gz``, ``report.md``) for ``what``, a folder."""
-    suffix = next((s for s in FILE_SUFFIXES if folder.name.lower().endswith(s)), None)
+    name = folder.name.lower()
+    suffix = volume_suffix(folder) or next((s for s in FILE_SUFFIXES if name.endswith(s)), None)
     if suffix:
         raise MRSRError(
             f"{one_line(folder)}: named like a file ({suffix}), but {what} is a folder; give "
@@ -111,17 +110,16 @@ def _key(path: Path) -> tuple[int, int] | None:
 def _input_parts(source: Path) -> tuple[list[Path], list[Path]]:
     """(files, folders) that make up the input ``source``: the files must not be written over,
     nothing may be written inside the folders."""
-    from mrsr.probe import data_files
-
     if source.is_dir():
         try:
             return [p for p in source.iterdir() if p.is_file()], [_real(source)]
         except OSError:  # unreadable: its read fails in turn, naming it
             return [], [_real(source)]
     files = [source]
-    if source.suffix.lower() in (".nhdr", ".mhd") and source.is_file():
+    reader = reader_for(source)
+    if reader is not None:  # a detached header's data files too
         with contextlib.suppress(MRSRError, OSError):
-            files += data_files(source)
+            files += reader.files(source)
     return files, []
 
 
@@ -193,8 +191,7 @@ def plan_outputs(
                 f"{named}: output path equals the input or one of its files; choose another name"
             )
         exists = check_regular(out)
-        if not out.name.lower().endswith(OUTPUT_SUFFIXES):
-            raise MRSRError(f"{named}: outputs are NIfTI; name it .nii.gz or .nii")
+        check_output_name(out, named)
         if len(os.fsencode(temporary_name(out.name))) > _name_max(resolved.parent):
             raise MRSRError(f"{named}: the file name is too long for its temporary; shorten it")
         if not resolved.parent.is_dir():

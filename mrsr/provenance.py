@@ -32,19 +32,17 @@ __all__ = [
     "short_description",
     "sidecar_path",
     "sidecar_text",
+    "through_plane_settings",
 ]
 
 DESCRIP_BYTES = 80  # the NIfTI-1 header's descrip field
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """``x.nii.gz`` / ``x.nii`` -> ``x.json`` beside it."""
-    p = Path(path)
-    name = p.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".json")
-    return p.with_name(name + ".json")
+    """``x.nii.gz`` / ``x.nii`` -> ``x.json`` beside it (:func:`mrsr.io.volume_stem`)."""
+    from mrsr.io import volume_stem  # the writer imports this module
+
+    return Path(path).with_name(volume_stem(path) + ".json")
 
 
 def _grid(volume: Any) -> dict:
@@ -78,6 +76,23 @@ def record(operation: str, source: Any, result: Any, **settings: Any) -> dict:
         "source_description": descrip or None,
         "input_grid": _grid(source),
         "output_grid": _grid(result),
+    }
+
+
+def through_plane_settings(
+    budget_s: float | None,
+    thickness_mm: float | None,
+    profile: str | None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The settings of a through-plane step, under the same keys in every command's record."""
+    return {
+        "through_plane_budget_s": budget_s,
+        "through_plane_steps": steps,
+        "through_plane_seed": seed,
+        "slice_thickness_mm": thickness_mm,
+        "slice_profile": profile,
     }
 
 

@@ -12,9 +12,8 @@ import SimpleITK as sitk
 from conftest import make_affine, phantom, sitk_image, write_dicom_series
 from test_hostile import refused, snapshot
 
-from mrsr import probe
 from mrsr.cli import main
-from mrsr.io import load_volume
+from mrsr.io import itk, load_volume
 
 # ---------------------------------------------------------------- 1. sform and qform
 
@@ -184,7 +183,7 @@ def test_data_outside_is_refused_however_long_the_header(tmp_path, capsys, name)
 
 
 def test_a_header_without_an_end_is_refused_not_read_in_part(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(probe, "_MAX_HEADER", 1 << 20)
+    monkeypatch.setattr(itk, "_MAX_HEADER", 1 << 20)
     (tmp_path / "data.raw").write_bytes(bytes(32))
     text = FIELDS + "ElementDataFile = data.raw\n" + "Comment = x\n" * 100_000
     (tmp_path / "v.mhd").write_text(text)

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mrsr.cli.common import plan
+from mrsr.cli.common import run_job
+from mrsr.degradations import DEFAULT, DEGRADATIONS, degrade, describe, get
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import CONVENTIONS, OPTIONS
 from mrsr.progress import note
@@ -33,12 +34,24 @@ def format_table(rows: dict[str, dict[str, float]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
+def _demo_model(args: argparse.Namespace):
+    """``--model``, else the shipped default, else (saying so) an untrained small CSSFN."""
+    from mrsr.pipeline import Pipeline, load_model
+
+    try:
+        return load_model(args.model, args.scale, progress=True)
+    except MRSRError as exc:
+        if args.model is not None:
+            raise
+        print(f"mrsr: {exc}; running an untrained small CSSFN instead", file=sys.stderr)
+        return Pipeline("cssfn", args.scale, channels=32, n_blocks=2, n_units=2, progress=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from mrsr.io import load_volume, sample_path, save_volume
+    from mrsr.io import load_volume, sample_path
     from mrsr.outputs import check_folder_name
-    from mrsr.pipeline import Pipeline, load_model, score
+    from mrsr.pipeline import Pipeline, score
     from mrsr.provenance import is_ours, record, sidecar_path
-    from mrsr.transforms import degrade
 
     out = args.out
     check_folder_name(out, "--out")
@@ -46,23 +59,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
     out.mkdir(exist_ok=True)
     # the demo replaces its own earlier outputs (their sidecars say so), nothing else
     own = all(is_ours(sidecar_path(p)) for p in names.values() if p.exists())
-    overwrite = args.overwrite or own
-    plan([(sample_path(), p) for p in names.values()], overwrite)
-    sample = load_volume(sample_path())
-    lr, ref = degrade(sample, args.scale, "kspace")
-    try:
-        network = load_model(args.model, args.scale, progress=True)
-    except MRSRError as exc:
-        if args.model is not None:
-            raise
-        print(f"mrsr: {exc}; running an untrained small CSSFN instead", file=sys.stderr)
-        network = Pipeline("cssfn", args.scale, channels=32, n_blocks=2, n_units=2, progress=True)
-    sr = network(lr)
-    made = {"lr": "degrade", "ref": "reference", "sr": "upscale"}
-    for key, volume in (("lr", lr), ("ref", ref), ("sr", sr)):
-        settings = {"scale": args.scale, "model": network.name if key == "sr" else None}
-        provenance = record(made[key], lr if key == "sr" else sample, volume, **settings)
-        save_volume(volume, names[key], overwrite=overwrite, provenance=provenance)
+    made = {}
+
+    def make(job):
+        sample = job.read
+        lr, ref = degrade(sample, args.scale, "kspace")
+        network = _demo_model(args)
+        sr = network(lr)
+        made.update(lr=lr, ref=ref, sr=sr, network=network)
+        return [
+            (lr, record("degrade", sample, lr, scale=args.scale)),
+            (ref, record("reference", sample, ref, scale=args.scale)),
+            (sr, record("upscale", lr, sr, scale=args.scale, model=network.name)),
+        ]
+
+    def read(job):  # the bundled sample needs no check
+        return load_volume(job.path)
+
+    run_job(sample_path(), names.values(), read, make, overwrite=args.overwrite or own)
+    lr, ref, sr, network = (made[k] for k in ("lr", "ref", "sr", "network"))
     label = f"{network.spec.network} (network)" + ("" if network.trained else " UNTRAINED")
     rows = {
         "nearest": Pipeline("nearest", args.scale).evaluate(lr, ref),
@@ -86,6 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mrsr import evaluation, report
+    from mrsr.io import volume_stem
     from mrsr.outputs import check_folder_name
     from mrsr.pipeline import load_model
 
@@ -101,18 +117,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise MRSRError("--model, --scale and --method go with --baselines")
     if args.baselines:  # the model (--model, else the shipped default if any) goes last
         try:
-            model = load_model(args.model, args.scale, args.method or "kspace", progress=True)
+            model = load_model(args.model, args.scale, args.method or DEFAULT, progress=True)
         except MRSRError as exc:
             if args.model is not None:
                 raise
             print(f"mrsr: {exc}; comparing the baselines only", file=sys.stderr)
             model = None
         scale = model.scale if model else args.scale or 2
-        method = args.method or (model.spec.degradation if model else "kspace")
+        method = args.method or (model.spec.degradation if model else DEFAULT)
         if model and model.spec.degradation != method:
             raise MRSRError(f"the model is for {model.spec.degradation} degradation, not {method}")
         methods = evaluation.baselines(scale, method)
-        against = "zerofill" if method == "kspace" else "bicubic"
+        against = get(method).strongest_baseline
         if model:
             if not model.trained:
                 print(f"mrsr: warning: {model.spec.network!r} is untrained", file=sys.stderr)
@@ -124,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         shave = scale if args.shave is None else args.shave
         setting = f"{method} degradation x{scale} of each reference, then each method"
     else:
-        labels = [evaluation.volume_name(p) for p in args.pred]
+        labels = [volume_stem(p) for p in args.pred]
         labels = labels if len(set(labels)) == len(labels) else [str(p) for p in args.pred]
         against, shave = labels[0], args.shave or 0
         cases = evaluation.iter_pairs(
@@ -220,7 +236,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baselines",
         action="store_true",
-        help="degrade --ref and compare nearest, bicubic, zerofill (k-space) and --model",
+        help="degrade --ref and compare the degradation's baselines and --model",
     )
     p.add_argument("--model", help="with --baselines: checkpoint, shipped model or network name")
     p.add_argument(
@@ -228,5 +244,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=OPTIONS["scale"].parse,
         help="with --baselines: scale (default: the model's, else 2)",
     )
-    p.add_argument("--method", choices=("kspace", "bicubic"), help="with --baselines: degradation")
+    p.add_argument(
+        "--method",
+        choices=DEGRADATIONS.keys(),
+        help=f"with --baselines: degradation, {describe()}",
+    )
     p.set_defaults(func=cmd_evaluate)

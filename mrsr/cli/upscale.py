@@ -6,9 +6,17 @@ import argparse
 import contextlib
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
-from mrsr.cli.common import add_device, add_output_options, add_slice_profile, message
+from mrsr.cli.common import (
+    INFERENCE,
+    add_device,
+    add_output_options,
+    add_slice_profile,
+    inference_options,
+    message,
+)
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -24,21 +32,15 @@ EXAMPLES = """examples:
 
 def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file, or every volume of a folder into a folder."""
-    from mrsr.io import is_volume_path
+    from mrsr.io import FORMATS, is_volume_path, list_volumes
     from mrsr.outputs import check_folder_name, plan_folder
-
-    def taken(path: Path) -> bool:  # one that cannot be looked at fails in turn, saying why
-        try:
-            return is_volume_path(path)
-        except OSError:
-            return True
 
     if not source.is_dir() or is_volume_path(source):
         return [(source, dest)]
     check_folder_name(dest, f"the output of the folder input {one_line(source)}")
-    inputs = sorted(p for p in source.iterdir() if taken(p))
+    inputs = list_volumes(source)
     if not inputs:
-        raise MRSRError(f"{source}: no volumes found (NIfTI, NRRD, MHA or DICOM series folders)")
+        raise MRSRError(f"{source}: no volumes found ({FORMATS})")
     jobs = plan_folder(source, dest, inputs)
     if dest.exists() and not dest.is_dir():
         raise MRSRError(f"{dest}: is a file; a folder input needs an output folder")
@@ -110,44 +112,37 @@ def _voxels(src: Path) -> int:
         return 0
 
 
-def _default_model(src: Path, target: dict, models: dict, options: dict):
-    """The shipped k-space model for the in-plane ratio that ``target`` needs from ``src``
+def _default_model(volume, target: dict, models: dict, options: dict):
+    """The shipped k-space model for the in-plane ratio that ``target`` needs from ``volume``
     (:func:`mrsr.zoo.covering`), cached in ``models`` by scale."""
     from mrsr import zoo
-    from mrsr.io import load_volume
     from mrsr.pipeline import Pipeline
     from mrsr.target import needed_scale
 
-    wanted = needed_scale(next(iter(models.values())).plan(load_volume(src), **target).in_plane)
+    wanted = needed_scale(next(iter(models.values())).plan(volume, **target).in_plane)
     model = zoo.covering(wanted)
     if model.scale not in models:
         models[model.scale] = Pipeline.from_pretrained(model.name, **options)
     return models[model.scale]
 
 
-def _outcomes(pipe, jobs, args, chosen, models, options, single):
-    """``(index, output path or exception)`` of every job, in order: one pipeline for all
-    with read-ahead and write-behind (:meth:`mrsr.Pipeline.save_each`), or, when the model is
+def _outcomes(pipe, plan, args, chosen, models, options, single):
+    """``(index, output path or exception)`` of every job of ``plan``, in order: one runner
+    (:meth:`mrsr.Pipeline.batch`) with read-ahead and write-behind, or, when the model is
     chosen per volume from its grid, one volume at a time."""
+    from mrsr.batch import Job
+
     target = dict(voxel_size=args.voxel_size, like=args.like)
-    common = dict(dtype=args.dtype, overwrite=args.overwrite, **target)
+    choose = partial(_default_model, target=target, models=models, options=options)
+    runner = pipe.batch(args.dtype, args.overwrite, choose=choose if chosen else None, **target)
+    jobs = [Job(src, (dst,)) for src, dst in plan.jobs]
 
     def started(k: int) -> None:
         if not single:
-            note(one_line(f"[{k + 1}/{len(jobs)}] {jobs[k][0].name}"))
+            note(one_line(f"[{k + 1}/{len(jobs)}] {jobs[k].source.name}"))
 
-    if not chosen:
-        yield from pipe.save_each(jobs, overlap=not single, started=started, **common)
-        return
-    for k, (src, dst) in enumerate(jobs):
-        started(k)
-        try:
-            model = _default_model(src, target, models, options)
-        except Exception as exc:  # noqa: BLE001 - this volume's failure, reported in turn
-            yield k, exc
-            continue
-        for _, outcome in model.save_each([(src, dst)], overlap=False, **common):
-            yield k, outcome
+    overlap = not (single or chosen)
+    return runner.each(jobs, plan, overlap=overlap, started=started)
 
 
 def _through_plane(args: argparse.Namespace) -> dict:
@@ -185,17 +180,8 @@ def _upscale(args: argparse.Namespace, jobs: list[tuple[Path, Path]], single: bo
     plan = plan_outputs(
         _rank_share(jobs), args.overwrite, skip_finished=not single, references=like
     )
-    options = dict(
-        batch_size=args.batch_size,
-        device=_device(args.device),
-        axis=args.axis,
-        tta=args.tta,
-        precision=args.precision,
-        data_consistency=args.data_consistency,
-        nonnegative=args.nonnegative,
-        progress=True,
-        **_through_plane(args),
-    )
+    options = inference_options(args, device=_device(args.device), progress=True)
+    options.update(_through_plane(args))
     pipe = load_model(args.model, args.scale, **options)
     chosen = args.model is None and args.scale is None and bool(args.voxel_size or args.like)
     models = {pipe.scale: pipe}
@@ -203,7 +189,7 @@ def _upscale(args: argparse.Namespace, jobs: list[tuple[Path, Path]], single: bo
     if plan.finished:
         note(f"skipping {len(plan.finished)} finished outputs")
     failures, busy = [], []
-    for k, outcome in _outcomes(pipe, plan.jobs, args, chosen, models, options, single):
+    for k, outcome in _outcomes(pipe, plan, args, chosen, models, options, single):
         src, dst = plan.jobs[k]
         if not isinstance(outcome, BaseException):
             note(one_line(f"{src} -> {dst}"))
@@ -269,8 +255,8 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size",
         type=OPTIONS["batch_size"].parse,
-        default=8,
-        help="slices per batch (default 8)",
+        default=INFERENCE.batch_size,
+        help=f"slices per batch (default {INFERENCE.batch_size})",
     )
     add_device(p)
     p.add_argument(
@@ -280,7 +266,7 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         type=OPTIONS["precision"].parse,
-        default="auto",
+        default=INFERENCE.precision,
         help="auto (default): bf16 where the device computes it natively (CUDA with bf16, CPUs "
         "with AVX512-BF16/AMX; at most 0.002 dB lower), else fp32; bf16 elsewhere is warned",
     )
@@ -289,7 +275,7 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         type=OPTIONS["data_consistency"].parse,
         nargs="?",
         const=1.0,
-        default=0.0,
+        default=INFERENCE.data_consistency,
         metavar="WEIGHT",
         help="restore the measured k-space block in the output (weight 0-1, default 1)",
     )

@@ -19,12 +19,11 @@ import torch
 from monai.data import CacheDataset
 from monai.transforms import Compose, MapTransform, ScaleIntensityRangePercentilesd
 
-from mrsr import kspace
+from mrsr import degradations, kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
-from mrsr.io import inspect_volume, is_volume_path, load_volume
-from mrsr.transforms import BicubicDownsample, KSpaceTruncation
+from mrsr.io import inspect_volume, is_volume_path, list_volumes, load_volume
 
 __all__ = [
     "LoadVolumed",
@@ -45,7 +44,7 @@ def volume_paths(specs: Sequence[str], what: str = "data.train") -> list[Path]:
     for spec in specs:
         p = Path(spec)
         if p.is_dir() and not is_volume_path(p):
-            found += sorted(q for q in p.iterdir() if is_volume_path(q))
+            found += list_volumes(p)
         elif p.suffix == ".txt" and p.is_file():
             lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
             found += [p.parent / ln for ln in lines]
@@ -153,7 +152,7 @@ class PatchPairs(torch.utils.data.Dataset):
         slabs: Sequence[torch.Tensor],
         scale: int,
         patch_size: int,
-        method: str = "kspace",
+        method: str = degradations.DEFAULT,
         noise: float = 0.0,
         seed: int = 0,
         context: int = 1,
@@ -171,7 +170,7 @@ class PatchPairs(torch.utils.data.Dataset):
         self.seed, self.length, self.upsample = seed, length, upsample
         self.hr_noise, self.gamma, self.lowpass = hr_noise, gamma, lowpass
         self.on_device = on_device
-        down = KSpaceTruncation if method == "kspace" else BicubicDownsample
+        down = degradations.get(method, "degradation.method").transform
         self.degrade = down(scale, axes=(1, 2))  # of a (batch, context, H, W) stack
         side = scale * patch_size
         for k, slab in enumerate(self.slabs):
