@@ -40,7 +40,7 @@ DESCRIP_BYTES = 80  # the NIfTI-1 header's descrip field
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     """``x.nii.gz`` / ``x.nii`` -> ``x.json`` beside it (:func:`mrsr.io.volume_stem`)."""
-    from mrsr.io import volume_stem  # the writer imports this module
+    from mrsr.io.formats import volume_stem  # here: mrsr.io.writer imports this module
 
     return Path(path).with_name(volume_stem(path) + ".json")
 
