@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from mrsr import __version__
+from mrsr import __version__, degradations
 from mrsr.errors import MRSRError, shown
 from mrsr.files import atomic_write
 from mrsr.geometry import GRIDS
@@ -28,7 +28,6 @@ from mrsr.zoo import shipped_weights, weights_path
 
 __all__ = ["ModelSpec", "load_checkpoint", "save_checkpoint", "shipped_weights", "weights_path"]
 
-DEGRADATION_GRID = {"kspace": "kspace", "bicubic": "area"}
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 FLOAT_TYPES = ("F16", "BF16", "F32", "F64")
 MAX_METADATA = 1 << 20  # characters of the JSON description
@@ -41,8 +40,8 @@ class ModelSpec:
     network: str
     scale: int
     options: dict = field(default_factory=dict)
-    degradation: str = "kspace"
-    grid: str = "kspace"
+    degradation: str = degradations.DEFAULT
+    grid: str = degradations.get(degradations.DEFAULT).grid
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
     version: str = __version__
     info: dict = field(default_factory=dict)
@@ -50,7 +49,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
             raise ValueError(f"unknown sampling grid {self.grid!r}; expected one of {GRIDS}")
-        if self.degradation not in DEGRADATION_GRID:
+        if self.degradation not in degradations.DEGRADATIONS:
             raise ValueError(f"unknown degradation {self.degradation!r}")
 
     @classmethod
@@ -58,14 +57,14 @@ class ModelSpec:
         cls,
         network: str,
         scale: int,
-        degradation: str = "kspace",
+        degradation: str = degradations.DEFAULT,
         options: dict | None = None,
         **fields,
     ) -> ModelSpec:
         """A spec whose network samples on ``degradation``'s grid (its ``grid`` option, if any)."""
         from mrsr import networks
 
-        grid = DEGRADATION_GRID[degradation]
+        grid = degradations.get(degradation).grid
         options = dict(options or {})
         known = network.lower() in networks.available()
         if known and "grid" in networks.options(network):
@@ -141,10 +140,8 @@ def _spec_from_metadata(text: str, p: Path) -> ModelSpec:
         raise MRSRError(f"{where}normalisation {shown(norm)} is not a percentile window")
     if percent.check(norm["lower"], f"{where}lower") >= percent.check(norm["upper"], "upper"):
         raise MRSRError(f"{where}normalisation lower must be below upper")
-    degradation = raw.get("degradation", "kspace")
-    grid = DEGRADATION_GRID.get(degradation) if isinstance(degradation, str) else None
-    if grid is None:
-        raise MRSRError(f"{where}degradation {shown(degradation)} is not kspace or bicubic")
+    degradation = raw.get("degradation", degradations.DEFAULT)
+    grid = degradations.get(degradation, f"{where}degradation").grid
     for name, value in (
         ("grid", raw.get("grid", grid)),
         ("options.grid", raw.get("options", {}).get("grid", grid)),

@@ -1,6 +1,6 @@
 """Slice-wise super-resolution of volumes with a 2D network, and the affine of the result.
 
-The volume is cut into 2D slices along its slice axis (design.md, "Geometry"), normalised the way
+The volume is cut into 2D slices along its slice axis (docs/geometry.md), normalised the way
 the network was trained, run through the network in batches (memory bounded by the batch, not
 the volume), reassembled, de-normalised, and given the affine of the fine grid: voxel size
 divided by the scale on the two in-plane axes, voxel 0 placed per the model's sampling grid.
@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 
 from mrsr import kspace
+from mrsr.degradations import consistent_grids
 from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, resampled_affine, slice_axis
 from mrsr.intensity import (
@@ -28,16 +29,17 @@ from mrsr.intensity import (
     range_facts,
     relative_residual,
 )
-from mrsr.machine import resolve_device, resolve_precision
 from mrsr.memory import check_fits, device_bytes, human
 from mrsr.networks.footprint import footprint
-from mrsr.options import OPTIONS, check_options
 from mrsr.progress import bar as progress_bar
 from mrsr.progress import note
 from mrsr.provenance import add_facts
+from mrsr.settings import InferenceSettings
 
 __all__ = [
     "PRECISIONS",
+    "InferenceSettings",
+    "SliceInferer",
     "peak_bytes",
     "super_resolve",
     "sr_affine",
@@ -147,155 +149,205 @@ def _batch_that_fits(
     return min(batch_size, fits)
 
 
+_DEFAULTS = InferenceSettings()
+
+
+class SliceInferer:
+    """Super-resolve channel-first volumes ``(C, X, Y, Z)`` slice by slice with a 2D network.
+
+    Each channel (each volume of a 4D series) is processed on its own. ``network`` maps
+    ``(B, k, H, W)`` to ``(B, 1, scale*H, scale*W)``, where ``k`` is its ``in_channels``
+    attribute (adjacent slices as channels, 1 by default), trained on ``grid``'s sampling and
+    ``normalisation``. Calling it returns float32 on the fine grid with the input's meta and
+    the new affine. The batch size is lowered, saying so, to what fits in memory by the
+    network's peak traced beforehand (:func:`_batch_that_fits`), and a volume of which one
+    slice does not fit is refused before anything runs; a batch that still runs out of memory
+    is retried in halves. ``precision="bf16"`` runs the network under bfloat16 autocast.
+    ``data_consistency`` (``"kspace"`` grid only) puts the input's k-space back into the block
+    of the output's spectrum that the acquisition measured (:func:`mrsr.kspace.data_consistency`);
+    1 makes the output reproduce the input exactly when degraded again. ``nonnegative`` clamps
+    the output at 0 (``None``: for each channel whose input has no negative voxel, as magnitude
+    MR data; the ringing of a sharp edge against a zero background would otherwise go below 0).
+    With both, the output alternates between the two (:func:`mrsr.intensity.project_in_range`),
+    ending clamped; how consistent it is, the relative RMS difference between the input and the
+    output degraded again, is recorded as ``meta["mrsr_facts"]["consistency_residual"]``, with
+    ``"clamped_at_zero"``.
+
+    Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        scale: int,
+        grid: Grid | str = "kspace",
+        normalisation: Mapping = DEFAULT_NORMALISATION,
+        settings: InferenceSettings = _DEFAULTS,
+    ) -> None:
+        allowed = consistent_grids()
+        if settings.data_consistency and grid not in allowed:
+            grids = " or ".join(map(repr, sorted(allowed)))
+            raise MRSRError(f"data consistency needs a model of k-space truncation (grid {grids})")
+        self.network, self.scale, self.grid = network, scale, grid
+        self.normalisation, self.settings = normalisation, settings.resolved()
+
+    def __call__(self, volume: MetaTensor) -> MetaTensor:
+        if volume.ndim != 4:
+            raise MRSRError(
+                f"expected a channel-first volume (C, X, Y, Z), got {tuple(volume.shape)}"
+            )
+        s, scale = self.settings, self.scale
+        affine = np.asarray(volume.affine, dtype=np.float64)
+        axis = slice_axis(affine, volume.meta) if s.axis is None else int(s.axis) % 3
+        in_plane = [a for a in range(3) if a != axis]
+        sp = np.linalg.norm(affine[:3, :3], axis=0)
+        square = bool(np.isclose(sp[in_plane[0]], sp[in_plane[1]], rtol=1e-3))
+        k = int(getattr(self.network, "in_channels", 1))
+        # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time. Converted
+        # outside inference mode: the parameters must stay usable for training afterwards.
+        network = self.network.to(s.device, memory_format=torch.channels_last).eval()
+
+        data = volume.as_tensor()
+        fine = [scale * n if a != axis else n for a, n in enumerate(data.shape[1:])]
+        name = volume.meta.get("filename_or_obj") or "the volume"
+        reserved = peak_bytes(data.numel(), data.shape[0], scale)
+        check_fits(reserved, f"{name}: super-resolving to {'x'.join(map(str, fine))}")
+        shift = scale - 1 if self.grid == "kspace" else 0
+        h, w = (data.shape[1 + a] for a in in_plane)
+        forward = partial(_run, tta=s.tta, square=square, shift=shift)
+        per_batch = _batch_that_fits(
+            network,
+            (k, h, w),
+            scale,
+            max(1, min(s.batch_size, _BATCH_VOXELS // (scale * scale * h * w))),
+            forward,
+            s.device,
+            reserved,
+            name,
+        )
+        result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
+        total = data.shape[0] * data.shape[1 + axis]
+        bar = progress_bar(total, "super-resolving", "slice", enabled=s.progress)
+        run = _Slices(network, forward, k, per_batch, s, bar)
+        with torch.inference_mode(), bar:
+            for channel, target in zip(data.float(), result):
+                run.channel(channel, target, axis, self.normalisation)
+        if run.bad:
+            raise MRSRError(
+                f"{name}: the network gave {run.bad} NaN or infinite voxels (broken weights, or "
+                "input values beyond float32 range); nothing was written"
+            )
+        result = MetaTensor(result, meta=dict(volume.meta))
+        result.affine = torch.as_tensor(sr_affine(affine, axis, scale, self.grid))
+        facts = range_facts(run.clamped)
+        if s.data_consistency:
+            error, norm = run.residual
+            facts["consistency_residual"] = round(math.sqrt(error / max(norm, 1e-30)), 6)
+        add_facts(result, facts)
+        return result
+
+
+class _Slices:
+    """The batch loop over one volume's channels; counts what the volume's facts need."""
+
+    def __init__(self, network, forward, k, per_batch, settings, bar) -> None:
+        self.network, self.forward, self.k, self.per_batch = network, forward, k, per_batch
+        self.settings, self.bar = settings, bar
+        self.autocast = torch.autocast(
+            torch.device(settings.device).type, torch.bfloat16, settings.precision == "bf16"
+        )
+        self.bad, self.residual, self.clamped = 0, [0.0, 0.0], []
+
+    def channel(
+        self, channel: torch.Tensor, target: torch.Tensor, axis: int, normalisation: Mapping
+    ) -> None:
+        """Super-resolve ``channel`` into ``target`` (in place), de-normalised and clamped."""
+        s, k = self.settings, self.k
+        lo, hi = intensity_window(channel, normalisation)
+        self.clamped.append(clamps(channel, s.nonnegative))
+        floor = -lo / (hi - lo) if self.clamped[-1] else None
+        slices = channel.movedim(axis, 0)  # (S, H, W), a view: normalised batch by batch
+        n, h, w = slices.shape
+        out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
+        start, size = 0, self.per_batch
+        while start < n:
+            stop = min(start + size, n)
+            batch = (_neighbourhoods(slices, start, stop, k).to(s.device) - lo) / (hi - lo)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            try:
+                with self.autocast:
+                    y = self.forward(self.network, batch)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                if size == 1:
+                    raise MRSRError(
+                        f"one {h}x{w} slice does not fit in memory on {s.device}; try another "
+                        "device or a smaller volume"
+                    ) from exc
+                size = max(1, size // 2)  # the same slices again, in smaller batches
+                continue
+            y = y[:, :1].float()
+            if s.data_consistency:
+                y = self._consistent(
+                    y, batch[:, k // 2 : k // 2 + 1].float(), floor, lo / (hi - lo)
+                )
+            self.bad += int((~torch.isfinite(y)).sum())
+            out[start:stop] = y[:, 0].cpu()
+            self.bar.update(stop - start)
+            start = stop
+        target.mul_(hi - lo).add_(lo)
+        clamp_nonnegative(target, channel, s.nonnegative)
+
+    def _consistent(
+        self, y: torch.Tensor, centre: torch.Tensor, floor: float | None, offset: float
+    ) -> torch.Tensor:
+        """``y`` with the measured k-space block of ``centre`` put back; adds to the residual.
+        ``offset`` brings normalised values to input units up to a factor: the ratio is exact."""
+        weight = self.settings.data_consistency
+        y = project_in_range(
+            y,
+            partial(kspace.data_consistency, lr=centre, dims=(-2, -1), weight=weight),
+            floor,
+            iterations=_CONSISTENCY_ITERATIONS if weight == 1 else 1,
+        )
+        again = kspace.truncate(y + offset, centre.shape[-2:], (-2, -1))
+        error, norm = relative_residual(centre + offset, again)
+        self.residual[0] += error
+        self.residual[1] += norm
+        return y
+
+
 def super_resolve(
     volume: MetaTensor,
     network: torch.nn.Module,
     scale: int,
     grid: Grid | str = "kspace",
     *,
-    axis: int | None = None,
+    axis: int | None = _DEFAULTS.axis,
     normalisation: Mapping = DEFAULT_NORMALISATION,
-    batch_size: int = 8,
+    batch_size: int = _DEFAULTS.batch_size,
     device: str | torch.device = "cpu",
-    tta: bool = False,
+    tta: bool = _DEFAULTS.tta,
     precision: str = "fp32",
-    data_consistency: float = 0.0,
-    nonnegative: bool | None = None,
-    progress: bool = False,
+    data_consistency: float = _DEFAULTS.data_consistency,
+    nonnegative: bool | None = _DEFAULTS.nonnegative,
+    progress: bool = _DEFAULTS.progress,
 ) -> MetaTensor:
-    """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice.
-
-    Each channel (each volume of a 4D series) is processed on its own. ``network`` maps
-    ``(B, k, H, W)`` to ``(B, 1, scale*H, scale*W)``, where ``k`` is its ``in_channels``
-    attribute (adjacent slices as channels, 1 by default). ``tta`` averages the predictions over
-    flips (and quarter turns when pixels are square). Returns float32 on the fine grid with the
-    input's meta and the new affine. ``batch_size`` is lowered, saying so, to what fits in
-    memory by the network's peak traced beforehand (:func:`_batch_that_fits`), and a volume of
-    which one slice does not fit is refused before anything runs; a batch that still runs out
-    of memory is retried in halves.
-    ``precision="bf16"`` runs the network under bfloat16 autocast (CPU or CUDA); ``"auto"``
-    device and precision are resolved by :mod:`mrsr.machine`.
-    ``data_consistency`` (0 to 1, ``"kspace"`` grid only) puts the input's k-space back into the
-    block of the output's spectrum that the acquisition measured
-    (:func:`mrsr.kspace.data_consistency`); 1 makes the output reproduce the input exactly
-    when degraded again. ``nonnegative`` clamps the output at 0 (``None``: for each channel
-    whose input has no negative voxel, as magnitude MR data; the ringing of a sharp edge
-    against a zero background would otherwise go below 0). With both, the output alternates
-    between the two (:func:`mrsr.intensity.project_in_range`), ending clamped; how consistent
-    it is, the relative RMS difference between the input and the output degraded again, is
-    recorded as ``meta["mrsr_facts"]["consistency_residual"]``, with ``"clamped_at_zero"``.
+    """Super-resolve a channel-first volume ``(C, X, Y, Z)`` slice by slice: a
+    :class:`SliceInferer` with these :class:`InferenceSettings` (on the CPU in fp32 unless
+    ``device`` and ``precision`` say otherwise; ``"auto"`` is resolved by :mod:`mrsr.machine`).
 
     Shapes: ``(C, X, Y, Z) -> (C, s*X, s*Y, Z)`` for slice axis 2.
     """
-    if volume.ndim != 4:
-        raise MRSRError(f"expected a channel-first volume (C, X, Y, Z), got {tuple(volume.shape)}")
-    affine = np.asarray(volume.affine, dtype=np.float64)
-    axis = slice_axis(affine, volume.meta) if axis is None else int(axis) % 3
-    in_plane = [a for a in range(3) if a != axis]
-    sp = np.linalg.norm(affine[:3, :3], axis=0)
-    square = bool(np.isclose(sp[in_plane[0]], sp[in_plane[1]], rtol=1e-3))
-    k = int(getattr(network, "in_channels", 1))
-    if data_consistency and grid != "kspace":
-        raise MRSRError("data consistency needs a model of k-space truncation (grid 'kspace')")
-    check_options(
-        {
-            "batch_size": batch_size,
-            "data_consistency": float(data_consistency),
-            "precision": precision,
-        },
-        OPTIONS,
-        "",
+    settings = InferenceSettings(
+        batch_size=batch_size,
+        device=str(device),
+        axis=axis,
+        tta=tta,
+        precision=precision,
+        data_consistency=data_consistency,
+        nonnegative=nonnegative,
+        progress=progress,
     )
-    device = resolve_device(str(device))
-    precision = resolve_precision(precision, device)
-    # channels-last suits oneDNN and cuDNN convolutions: same numbers, less time. Converted
-    # outside inference mode: the parameters must stay usable for training afterwards.
-    network = network.to(device, memory_format=torch.channels_last).eval()
-    autocast = torch.autocast(torch.device(device).type, torch.bfloat16, precision == "bf16")
-
-    data = volume.as_tensor()
-    fine = [scale * n if a != axis else n for a, n in enumerate(data.shape[1:])]
-    name = volume.meta.get("filename_or_obj") or "the volume"
-    reserved = peak_bytes(data.numel(), data.shape[0], scale)
-    check_fits(reserved, f"{name}: super-resolving to {'x'.join(map(str, fine))}")
-    shift = scale - 1 if grid == "kspace" else 0
-    h, w = (data.shape[1 + a] for a in in_plane)
-    per_batch = _batch_that_fits(
-        network,
-        (k, h, w),
-        scale,
-        max(1, min(batch_size, _BATCH_VOXELS // (scale * scale * h * w))),
-        lambda net, x: _run(net, x, tta, square, shift),
-        device,
-        reserved,
-        name,
-    )
-    result = torch.empty(data.shape[0], *fine)  # a normal tensor: callers may edit it in place
-    total = data.shape[0] * data.shape[1 + axis]
-    bar = progress_bar(total, "super-resolving", "slice", enabled=progress)
-    with torch.inference_mode(), bar:
-        data = data.float()
-        bad, residual, clamped = 0, [0.0, 0.0], []
-        for channel, target in zip(data, result):
-            lo, hi = intensity_window(channel, normalisation)
-            clamped.append(clamps(channel, nonnegative))
-            floor = -lo / (hi - lo) if clamped[-1] else None
-            slices = channel.movedim(axis, 0)  # (S, H, W), a view: normalised batch by batch
-            n, h, w = slices.shape
-            out = target.movedim(axis, 0)  # (S, sH, sW), a view: written in place
-            start = 0
-            size = per_batch
-            while start < n:
-                stop = min(start + size, n)
-                batch = (_neighbourhoods(slices, start, stop, k).to(device) - lo) / (hi - lo)
-                batch = batch.contiguous(memory_format=torch.channels_last)
-                try:
-                    with autocast:
-                        y = _run(network, batch, tta, square, shift)
-                except (torch.OutOfMemoryError, RuntimeError) as exc:
-                    if not _out_of_memory(exc):
-                        raise
-                    if size == 1:
-                        raise MRSRError(
-                            f"one {h}x{w} slice does not fit in memory on {device}; try another "
-                            "device or a smaller volume"
-                        ) from exc
-                    size = max(1, size // 2)  # the same slices again, in smaller batches
-                    continue
-                y = y[:, :1].float()
-                if data_consistency:
-                    centre = batch[:, k // 2 : k // 2 + 1].float()
-                    y = project_in_range(
-                        y,
-                        partial(
-                            kspace.data_consistency,
-                            lr=centre,
-                            dims=(-2, -1),
-                            weight=data_consistency,
-                        ),
-                        floor,
-                        iterations=_CONSISTENCY_ITERATIONS if data_consistency == 1 else 1,
-                    )
-                    offset = lo / (hi - lo)  # input units up to a factor: the ratio is exact
-                    again = kspace.truncate(y + offset, centre.shape[-2:], (-2, -1))
-                    error, norm = relative_residual(centre + offset, again)
-                    residual[0] += error
-                    residual[1] += norm
-                bad += int((~torch.isfinite(y)).sum())
-                out[start:stop] = y[:, 0].cpu()
-                bar.update(stop - start)
-                start = stop
-            target.mul_(hi - lo).add_(lo)
-            clamp_nonnegative(target, channel, nonnegative)
-    if bad:
-        raise MRSRError(
-            f"{name}: the network gave {bad} NaN or infinite voxels (broken weights, or input "
-            "values beyond float32 range); nothing was written"
-        )
-    result = MetaTensor(result, meta=dict(volume.meta))
-    result.affine = torch.as_tensor(sr_affine(affine, axis, scale, grid))
-    facts = range_facts(clamped)
-    if data_consistency:
-        facts["consistency_residual"] = round(math.sqrt(residual[0] / max(residual[1], 1e-30)), 6)
-    add_facts(result, facts)
-    return result
+    return SliceInferer(network, scale, grid, normalisation, settings)(volume)

@@ -19,14 +19,17 @@ import argparse
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 
+from mrsr.degradations import DEGRADATIONS
 from mrsr.errors import MRSRError, shown
+from mrsr.geometry import GRIDS
+from mrsr.slice_profiles import PROFILES
 
 __all__ = [
     "NETWORK_OPTIONS",
@@ -126,7 +129,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     above: bool = False
-    choices: tuple | None = None
+    choices: Collection | None = None
     optional: bool = False
     custom: Callable[[Any, str], Any] | None = None
 
@@ -190,8 +193,9 @@ def _as_kind(value: Any, kind: type) -> tuple[Any, bool]:
 
 POSITIVE_INT = Option(int, 1, 1_000_000_000)
 FLAG = Option(bool)
-METHOD = Option(str, choices=("kspace", "bicubic"))
-PROFILE = Option(str, choices=("box", "gaussian"))
+# live views of the registries: an entry added there is a valid choice here
+METHOD = Option(str, choices=DEGRADATIONS.keys())
+PROFILE = Option(str, choices=PROFILES.keys())
 OPTIONS: dict[str, Option] = {
     "network": Option(str, custom=check_network),
     "degradation": METHOD,
@@ -260,7 +264,7 @@ NETWORK_OPTIONS: dict[str, Option] = {
     "q": Option(int, 1, 16),
     "unit": Option(str, choices=("cssfu", "msrb")),
     "skip": Option(str, choices=("bicubic", "kspace", "none")),
-    "grid": Option(str, choices=("kspace", "area")),
+    "grid": Option(str, choices=GRIDS),
     "zero_tail": Option(bool),
     "mode": Option(str, choices=("nearest", "linear", "bicubic", "kspace")),
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,22 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mrsr import networks, zoo
+from mrsr import degradations, networks, zoo
 from mrsr.batch import Batch, Job, Made, check_pairs, gather
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line, shown
 from mrsr.geometry import slice_axis, spacing
-from mrsr.inference import InferenceSettings, SliceInferer, peak_bytes
+from mrsr.inference import SliceInferer, peak_bytes
 from mrsr.intensity import clamp_volume, range_facts
-from mrsr.io import as_volume, inspect_volume, read_bytes
+from mrsr.io import VolumeInfo, as_volume, inspect_volume, read_bytes
 from mrsr.labels import refuse_label_map
 from mrsr.memory import check_fits
 from mrsr.metrics import score
 from mrsr.options import OPTIONS, check_network_options, check_options
-from mrsr.probe import VolumeInfo
 from mrsr.progress import note
 from mrsr.provenance import add_facts, record, through_plane_settings
 from mrsr.resample import resample, resample_bytes
+from mrsr.settings import InferenceSettings
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score"]
@@ -53,8 +53,9 @@ class Pipeline:
         scale: in-plane upscaling factor (default 2). Given explicitly, it must suit a target
             grid (``voxel_size``, ``like``): a grid that needs no network or another scale is
             refused (:func:`mrsr.target.check_scale`) rather than the scale silently unused.
-        degradation: the acquisition model the network is for (``"kspace"`` or ``"bicubic"``);
-            it fixes the sampling grid, hence the output affine.
+        degradation: the acquisition model the network is for (a name of
+            :data:`mrsr.degradations.DEGRADATIONS`); it fixes the sampling grid, hence the output
+            affine.
         batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: the
             :class:`mrsr.inference.InferenceSettings`, held as ``self.settings`` with the
             device and precision chosen (``self.device``, ``self.precision``);
@@ -76,7 +77,7 @@ class Pipeline:
         network: str | torch.nn.Module = "cssfn",
         scale: int | None = None,
         *,
-        degradation: str = "kspace",
+        degradation: str = degradations.DEFAULT,
         batch_size: int = _INFER.batch_size,
         device: str = _INFER.device,
         axis: int | None = _INFER.axis,
@@ -186,12 +187,11 @@ class Pipeline:
         """The precision the network runs in (``"auto"`` chosen)."""
         return self.settings.precision
 
-    @property
-    def inferer(self) -> SliceInferer:
-        """The network with this pipeline's settings: a function of a volume
-        (:class:`mrsr.inference.SliceInferer`)."""
-        spec = self.spec
-        return SliceInferer(self.network, spec.scale, spec.grid, spec.normalisation, self.settings)
+    def inferer(self, **changes: Any) -> SliceInferer:
+        """The network with this pipeline's settings (``changes``: some other, as
+        ``data_consistency=1``), a function of a volume (:class:`mrsr.inference.SliceInferer`)."""
+        spec, settings = self.spec, replace(self.settings, **changes)
+        return SliceInferer(self.network, spec.scale, spec.grid, spec.normalisation, settings)
 
     @property
     def trained(self) -> bool:
@@ -219,7 +219,7 @@ class Pipeline:
         volume = self._input(x, affine, info)
         plan = self.plan(volume, voxel_size, like)
         if plan is None:
-            return self.inferer(volume)
+            return self.inferer()(volume)
         return self._onto(volume, plan, self._thickness(info))
 
     def _thickness(self, info: VolumeInfo | None) -> float | None:
@@ -277,7 +277,7 @@ class Pipeline:
             volume.shape[0] * (resample_bytes(fine, plan.shape) + 16 * math.prod(fine)),
             f"super-resolving onto {'x'.join(map(str, fine))}, then resampling",
         )
-        result = self.inferer(volume) if plan.scale > 1 else volume
+        result = self.inferer()(volume) if plan.scale > 1 else volume
         if plan.through_plane:
             result = super_resolve_through_plane(
                 result,
@@ -464,7 +464,7 @@ class Upscaling:
     def make(self, job: Job) -> Made:
         pipe, volume, grid = job.read
         thickness = pipe._thickness(job.info)
-        result = pipe.inferer(volume) if grid is None else pipe._onto(volume, grid, thickness)
+        result = pipe.inferer()(volume) if grid is None else pipe._onto(volume, grid, thickness)
         return [(result, _record(pipe, volume, result, grid, thickness))]
 
 
@@ -495,7 +495,10 @@ def _record(
 
 
 def load_model(
-    model: str | None, scale: int | None = None, degradation: str = "kspace", **kwargs: Any
+    model: str | None,
+    scale: int | None = None,
+    degradation: str = degradations.DEFAULT,
+    **kwargs: Any,
 ) -> Pipeline:
     """Resolve a ``--model`` value: a checkpoint path, a shipped model name, or a network name.
 

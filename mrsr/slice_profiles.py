@@ -24,11 +24,13 @@ from mrsr.geometry import resampled_affine, slice_axis
 from mrsr.resample import spline_matrix
 
 __all__ = [
+    "DEFAULT",
     "PROFILES",
     "Profile",
     "SliceProfile",
     "along",
     "axis_factors",
+    "describe",
     "simulate_thick_slices",
     "slice_consistency",
 ]
@@ -64,6 +66,12 @@ PROFILES: dict[str, Profile] = {
         Profile("gaussian", _gaussian, "Gaussian whose FWHM is the slice thickness"),
     )
 }
+DEFAULT = "box"
+
+
+def describe() -> str:
+    """The profiles for a help text: ``name (description), ...``."""
+    return ", ".join(f"{p.name} ({p.description})" for p in PROFILES.values())
 
 
 def along(x: torch.Tensor, matrix: np.ndarray | torch.Tensor, dim: int) -> torch.Tensor:
@@ -95,7 +103,7 @@ class SliceProfile:
 
     spacing: float
     thickness: float
-    kind: str = "box"
+    kind: str = DEFAULT
 
     def __post_init__(self) -> None:
         if self.kind not in PROFILES:
@@ -146,7 +154,7 @@ def simulate_thick_slices(
     factor: float,
     axis: int | None = None,
     thickness: float | None = None,
-    profile: str = "box",
+    profile: str = DEFAULT,
 ) -> tuple[MetaTensor, MetaTensor]:
     """Simulate a 2D multi-slice acquisition of ``volume`` ``(C, X, Y, Z)``: ``(thick, ref)``.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mrsr import networks
+from mrsr import degradations, networks
 from mrsr.errors import MRSRError
 
 __all__ = [
@@ -91,7 +91,7 @@ def weights_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def default(scale: int, degradation: str = "kspace") -> ShippedModel:
+def default(scale: int, degradation: str = degradations.DEFAULT) -> ShippedModel:
     """The shipped default model for ``scale`` and ``degradation`` (the first of
     :data:`MODELS` that fits)."""
     found = (m for m in shipped().values() if (m.scale, m.degradation) == (scale, degradation))
@@ -104,7 +104,7 @@ def default(scale: int, degradation: str = "kspace") -> ShippedModel:
     return model
 
 
-def covering(scale: int, degradation: str = "kspace") -> ShippedModel:
+def covering(scale: int, degradation: str = degradations.DEFAULT) -> ShippedModel:
     """The shipped model for ``degradation`` of the smallest scale at or above ``scale`` (the
     largest when none is)."""
     models = sorted(

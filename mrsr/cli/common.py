@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
+from mrsr import slice_profiles
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
+from mrsr.settings import InferenceSettings
+
+INFERENCE = InferenceSettings()  # the defaults of the inference options
+
+
+def inference_options(args: argparse.Namespace, **given: Any) -> dict[str, Any]:
+    """The inference settings (:class:`mrsr.inference.InferenceSettings`) a command's options
+    give: each field by its own name, where the command has that option; ``given`` on top."""
+    known = {
+        f.name: getattr(args, f.name) for f in fields(InferenceSettings) if hasattr(args, f.name)
+    }
+    return known | given
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -15,7 +30,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
         type=OPTIONS["device"].parse,
-        default="auto",
+        default=INFERENCE.device,
         help="auto (default: CUDA if available, else MPS, else CPU), cpu, cuda, cuda:1, mps",
     )
 
@@ -51,33 +66,38 @@ def add_slice_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         type=OPTIONS["profile"].parse,
-        default="box",
-        help="slice profile: box (default) or gaussian (FWHM = the thickness)",
+        default=slice_profiles.DEFAULT,
+        help=f"slice profile: {slice_profiles.describe()}; default {slice_profiles.DEFAULT}",
     )
 
 
-def plan(jobs: Sequence[tuple[Path | None, Path]], overwrite: bool):
-    """The checked output plan of a command (see :mod:`mrsr.outputs`), before any work."""
-    from mrsr.outputs import plan_outputs
+def run_job(
+    source: Path,
+    outputs: Sequence[Path],
+    read: Callable,
+    make: Callable,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> None:
+    """Run one job of a command (:class:`mrsr.batch.Batch`): plan and lock ``outputs``, read
+    ``source``'s header once, ``read`` it and ``make`` the results (:class:`mrsr.batch.Task`),
+    write them with their provenance."""
+    from mrsr.batch import Batch, Job, Steps
 
-    return plan_outputs(jobs, overwrite=overwrite)
+    Batch(Steps(read, make), dtype=dtype, overwrite=overwrite).one(Job(source, tuple(outputs)))
 
 
-def load_checked(
-    path: Path, bytes_per_voxel: float, outputs: Sequence[Path], output_ratio: float = 1.0
-):
-    """Read ``path`` once its header is checked, the job's memory estimate (``bytes_per_voxel``
-    of the input) fits, and each of ``outputs`` (``output_ratio`` times the input's voxels,
-    float32) fits on its disk."""
-    from mrsr.io import inspect_volume, load_volume, read_bytes
+def read_checked(job, bytes_per_voxel: float, output_ratio: float = 1.0):
+    """Read ``job``'s input once its header (``job.info``) says that the job's memory estimate
+    (``bytes_per_voxel`` of the input) fits, and that each output (``output_ratio`` times the
+    input's voxels, float32) fits on its disk."""
+    from mrsr.io import load_volume, read_bytes
     from mrsr.memory import check_fits
-    from mrsr.outputs import check_space
 
-    info = inspect_volume(path)
-    check_fits(read_bytes(info) + bytes_per_voxel * info.voxels, f"{one_line(path)}")
-    for out in outputs:
-        check_space(out, int(4 * output_ratio * info.voxels))
-    return load_volume(path)
+    info = job.info
+    check_fits(read_bytes(info) + bytes_per_voxel * info.voxels, f"{one_line(job.path)}")
+    job.need_space(int(4 * output_ratio * info.voxels))
+    return load_volume(job.path)
 
 
 def message(exc: BaseException) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from mrsr.cli.common import add_output_options, load_checked, plan
+from mrsr.cli.common import add_output_options, read_checked, run_job
+from mrsr.degradations import DEFAULT, DEGRADATIONS, degrade, describe
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -18,29 +20,29 @@ EXAMPLES = """examples:
 
 def cmd_degrade(args: argparse.Namespace) -> None:
     from mrsr.intensity import clamp_volume, range_facts
-    from mrsr.io import save_volume
     from mrsr.provenance import add_facts, record
-    from mrsr.transforms import degrade
 
     if args.axes and len(set(args.axes)) != len(args.axes):
         raise MRSRError(f"--axes {' '.join(map(str, args.axes))}: give each axis once")
     outputs = [args.output] + ([args.hr_out] if args.hr_out else [])
-    plan([(args.input, out) for out in outputs], args.overwrite)
+    shapes = {}
+
+    def make(job):
+        volume = job.read
+        lr, hr = degrade(volume, args.scale, args.method, args.axes)
+        add_facts(lr, range_facts(clamp_volume(lr, hr, args.nonnegative)))
+        shapes.update(lr=tuple(lr.shape[1:]), hr=tuple(hr.shape[1:]))
+        settings = {"method": args.method, "scale": args.scale, "axes": args.axes}
+        made = [(lr, record("degrade", volume, lr, **settings))]
+        return made + [(hr, record("reference", volume, hr, **settings))] * bool(args.hr_out)
+
     # 40 bytes per voxel: the complex spectra of the volume and of its crop
-    volume = load_checked(args.input, 40, outputs)
-    lr, hr = degrade(volume, args.scale, args.method, args.axes)
-    add_facts(lr, range_facts(clamp_volume(lr, hr, args.nonnegative)))
-    settings = {"method": args.method, "scale": args.scale, "axes": args.axes}
-    for result, path, what in ((lr, args.output, "degrade"), (hr, args.hr_out, "reference")):
-        if path is not None:
-            provenance = record(what, volume, result, **settings)
-            save_volume(
-                result, path, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance
-            )
-    where = f"; reference {tuple(hr.shape[1:])} -> {args.hr_out}" if args.hr_out else ""
+    read = partial(read_checked, bytes_per_voxel=40)
+    run_job(args.input, outputs, read, make, args.dtype, args.overwrite)
+    where = f"; reference {shapes['hr']} -> {args.hr_out}" if args.hr_out else ""
     note(
         one_line(
-            f"{args.input} {tuple(hr.shape[1:])} -> {args.output} {tuple(lr.shape[1:])} "
+            f"{args.input} {shapes['hr']} -> {args.output} {shapes['lr']} "
             f"({args.method}, x{args.scale}){where}"
         )
     )
@@ -50,8 +52,8 @@ def add_degrade(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "degrade",
         help="simulate a low-resolution acquisition",
-        description="Simulate a low-resolution acquisition of a volume: k-space truncation (the "
-        "MR model) or bicubic downsampling, on the in-plane axes unless --axes says otherwise. "
+        description="Simulate a low-resolution acquisition of a volume (--method), on the "
+        "in-plane axes unless --axes says otherwise. "
         "A magnitude input (no negative voxel) gives a magnitude image, clamped at 0 like every "
         "output; a signed input (phase, difference maps) keeps its sign (k-space: the real part "
         "of the truncated image).",
@@ -66,7 +68,12 @@ def add_degrade(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="integer factor per reduced axis",
     )
-    p.add_argument("--method", choices=("kspace", "bicubic"), default="kspace")
+    p.add_argument(
+        "--method",
+        choices=DEGRADATIONS.keys(),
+        default=DEFAULT,
+        help=f"degradation: {describe()}; default {DEFAULT}",
+    )
     p.add_argument(
         "--axes",
         type=OPTIONS["axis"].parse,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mrsr import networks
+from mrsr import degradations, networks
 from mrsr.errors import MRSRError, shown
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.zoo import shipped_weights
@@ -24,7 +24,7 @@ __all__ = ["DEFAULTS", "load_config", "resolve_config"]
 
 DEFAULTS: dict[str, Any] = {
     "data": {"train": None, "val": None, "contrast": None},
-    "degradation": {"method": "kspace", "scale": 2, "noise": 0.0},
+    "degradation": {"method": degradations.DEFAULT, "scale": 2, "noise": 0.0},
     "augment": {"hr_noise": 0.0, "gamma": 0.0, "lowpass": 0.0},
     "model": {"name": "cssfn"},
     "train": {

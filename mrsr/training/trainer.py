@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mrsr import networks
+from mrsr import degradations, networks
 from mrsr.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from mrsr.errors import MRSRError
 from mrsr.files import check_regular, new_folder, open_log, remove_stale_temporaries, write_error
@@ -43,7 +43,6 @@ from mrsr.training.data import (
     volume_paths,
 )
 from mrsr.training.state import load_state, save_state
-from mrsr.transforms import degrade
 from mrsr.zoo import weights_path
 
 __all__ = ["train"]
@@ -86,11 +85,11 @@ class Validator:
 
     def __init__(self, paths: list[Path], spec: ModelSpec, device: str = "cpu") -> None:
         self.spec, self.device = spec, device
-        self.pairs = [degrade(load_volume(p), spec.scale, spec.degradation) for p in paths]
-        baselines = ["bicubic"] + (["zerofill"] if spec.degradation == "kspace" else [])
+        method = degradations.get(spec.degradation)
+        self.pairs = [degradations.degrade(load_volume(p), spec.scale, method.name) for p in paths]
         self.baselines = {
             name: self._mean(ModelSpec.create(name, spec.scale, spec.degradation, {}).build())
-            for name in baselines
+            for name in method.baselines
         }
 
     def _mean(self, network: torch.nn.Module) -> dict[str, float]:

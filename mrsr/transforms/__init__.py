@@ -1,17 +1,20 @@
-"""MONAI-style degradation transforms: array classes and ``…d`` dictionary wrappers."""
+"""MONAI-style degradation transforms: array classes and ``…d`` dictionary wrappers.
+
+``degrade`` and ``MakePaird``, which pick a transform by the degradation's name, live in
+:mod:`mrsr.degradations` (the table of names, built on these classes) and are found here too.
+"""
 
 from mrsr.transforms.array import (
     BicubicDownsample,
     CropToMultiple,
+    Downsample,
     KSpaceTruncation,
-    degrade,
     resolve_axes,
 )
 from mrsr.transforms.dictionary import (
     BicubicDownsampled,
     CropToMultipled,
     KSpaceTruncationd,
-    MakePaird,
     RandKSpaceTruncationd,
 )
 
@@ -20,6 +23,7 @@ __all__ = [
     "BicubicDownsampled",
     "CropToMultiple",
     "CropToMultipled",
+    "Downsample",
     "KSpaceTruncation",
     "KSpaceTruncationd",
     "MakePaird",
@@ -27,3 +31,12 @@ __all__ = [
     "degrade",
     "resolve_axes",
 ]
+
+
+def __getattr__(name: str):
+    # on first use: mrsr.degradations imports this package's classes
+    if name in ("degrade", "MakePaird"):
+        from mrsr import degradations
+
+        return getattr(degradations, name)
+    raise AttributeError(f"module 'mrsr.transforms' has no attribute {name!r}")

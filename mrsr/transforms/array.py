@@ -5,7 +5,7 @@ Each transform takes a channel-first image ``(C, *spatial)`` (a MONAI ``MetaTens
 (0-based, channel excluded) and returns the same type. A MetaTensor comes back with the affine of
 its new grid: voxel size times ``N / M`` on each reduced axis (exactly the scale when ``N`` is a
 multiple of it) and voxel 0 placed per the transform's sampling grid (:mod:`mrsr.geometry`).
-``axes=None`` picks the in-plane axes of design.md's slice-axis rule (all axes of a 2D image).
+``axes=None`` picks the in-plane axes of :func:`mrsr.geometry.slice_axis` (all axes of a 2D image).
 """
 
 from __future__ import annotations
@@ -22,20 +22,16 @@ from monai.transforms import SpatialCrop, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from mrsr import kspace
-from mrsr.errors import MRSRError
 from mrsr.geometry import Grid, in_plane_axes, resampled_affine
 from mrsr.intensity import is_magnitude
-from mrsr.labels import refuse_label_map
 
 __all__ = [
     "BicubicDownsample",
     "CropToMultiple",
+    "Downsample",
     "KSpaceTruncation",
-    "degrade",
     "resolve_axes",
 ]
-
-METHODS = ("kspace", "bicubic")
 
 
 def resolve_axes(img: NdarrayOrTensor, axes: Sequence[int] | None) -> tuple[int, ...]:
@@ -50,8 +46,9 @@ def resolve_axes(img: NdarrayOrTensor, axes: Sequence[int] | None) -> tuple[int,
     return tuple(sorted({int(a) % n_spatial for a in axes}))
 
 
-class _Downsample(Transform):
-    """Shared mechanics: pick axes and sizes, call :meth:`_apply`, write the new affine."""
+class Downsample(Transform):
+    """A degradation's transform: picks axes and sizes, calls :meth:`_apply` (what a subclass
+    defines, with its ``grid``), writes the new affine."""
 
     backend = [TransformBackends.TORCH]
     grid: Grid
@@ -87,7 +84,7 @@ class _Downsample(Transform):
         return out
 
 
-class KSpaceTruncation(_Downsample):
+class KSpaceTruncation(Downsample):
     """k-space truncation (TD): keep the centre of k-space, as a scanner with a smaller matrix.
 
     Per the CSN/CSSFN protocol (Zhao et al., IEEE TIP 2019; KBS 2022): a centred FFT over the
@@ -120,7 +117,7 @@ class KSpaceTruncation(_Downsample):
         return kspace.truncate(x, sizes, dims, zero_filled=self.zero_filled, magnitude=magnitude)
 
 
-class BicubicDownsample(_Downsample):
+class BicubicDownsample(Downsample):
     """Bicubic downsampling in image space (BD), antialiased by default (MATLAB ``imresize``-like).
 
     Area sampling (grid ``"area"``): low-resolution voxel ``i`` covers input voxels
@@ -180,29 +177,3 @@ class CropToMultiple(Transform):
             start = (n - keep) // 2
             slices.append(slice(start, start + keep))
         return SpatialCrop(roi_slices=slices)(img)
-
-
-def degrade(
-    img: NdarrayOrTensor,
-    scale: int,
-    method: str = "kspace",
-    axes: Sequence[int] | None = None,
-) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
-    """Simulate a ``scale``-times coarser acquisition of ``img``: returns ``(lr, hr)``.
-
-    ``hr`` is ``img`` centre-cropped to a multiple of the scale along the axes, so that a
-    ``scale``-times super-resolution of ``lr`` on ``method``'s grid lands exactly on ``hr``.
-    A volume or option that does not allow it raises :class:`~mrsr.errors.MRSRError` naming the
-    volume's file, and so does a label map (:func:`mrsr.labels.refuse_label_map`).
-    """
-    name = getattr(img, "meta", {}).get("filename_or_obj", "image")
-    refuse_label_map(img, "degrading", name)
-    try:
-        if method not in METHODS:
-            raise ValueError(f"unknown degradation method {method!r}; expected one of {METHODS}")
-        axes = resolve_axes(convert_to_tensor(img, track_meta=get_track_meta()), axes)
-        hr = CropToMultiple(scale, axes)(img)
-        down = KSpaceTruncation if method == "kspace" else BicubicDownsample
-        return down(scale, axes)(hr), hr
-    except ValueError as exc:
-        raise MRSRError(f"{name}: {exc}") from exc

@@ -18,18 +18,12 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
-from mrsr.transforms.array import (
-    BicubicDownsample,
-    CropToMultiple,
-    KSpaceTruncation,
-    degrade,
-)
+from mrsr.transforms.array import BicubicDownsample, CropToMultiple, KSpaceTruncation
 
 __all__ = [
     "BicubicDownsampled",
     "CropToMultipled",
     "KSpaceTruncationd",
-    "MakePaird",
     "RandKSpaceTruncationd",
 ]
 
@@ -129,35 +123,4 @@ class RandKSpaceTruncationd(RandomizableTransform, MapTransform):
         t = KSpaceTruncation(self.scale, self.axes, self.zero_filled)
         for key in self.key_iterator(d):
             d[key] = t(d[key])
-        return d
-
-
-class MakePaird(MapTransform):
-    """Make a training or evaluation pair from one image: ``hr_key`` and ``lr_key`` are added.
-
-    ``hr`` is the image centre-cropped to a multiple of ``scale`` along the axes; ``lr`` is its
-    degradation by ``method`` (``"kspace"`` truncation or ``"bicubic"``), see
-    :func:`~mrsr.transforms.array.degrade`.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        scale: int,
-        method: str = "kspace",
-        axes: Sequence[int] | None = None,
-        lr_key: str = "lr",
-        hr_key: str = "hr",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError("MakePaird takes exactly one source key")
-        self.scale, self.method, self.axes = int(scale), method, axes
-        self.lr_key, self.hr_key = lr_key, hr_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.lr_key], d[self.hr_key] = degrade(d[key], self.scale, self.method, self.axes)
         return d

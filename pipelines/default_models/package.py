@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrsr import __version__
+from mrsr import __version__, degradations
 from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.evaluation import model_vs_baselines
 from mrsr.files import atomic_write
@@ -117,7 +117,7 @@ def card(
     config_name = f"{stem}_finetune.yaml" if init else f"{stem}.yaml"
     config = load_config(CONFIGS / config_name)
     augment = ", ".join(f"{k} {v}" for k, v in config["augment"].items())
-    base = "zerofill" if spec.degradation == "kspace" else "bicubic"
+    base = degradations.get(spec.degradation).strongest_baseline
     gain = np.mean([r["model"]["psnr"] - r[base]["psnr"] for r in rows])
     at_or_above = all(r["model"][k] >= r[base][k] for r in rows for k in ("psnr", "ssim"))
     target = TARGETS.get(spec.scale, 0.8)
