@@ -26,19 +26,19 @@ def test_user_errors_are_value_errors_and_bugs_stay_unexpected(tmp_path, capsys,
         Pipeline("zerofill", batch_size=0)
     src = tmp_path / "a.nii.gz"
     nib.save(nib.Nifti1Image(phantom((8, 8, 2)), np.eye(4)), str(src))
-    import mrsr.pipeline
+    from mrsr.inference import SliceInferer
 
     def bug(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(mrsr.pipeline, "super_resolve", bug)
+    monkeypatch.setattr(SliceInferer, "__call__", bug)
     argv = ["upscale", src, tmp_path / "o.nii.gz", "--model", "zerofill"]
     refused(capsys, argv, "unexpected ValueError: a bug (rerun with --debug")
 
     def user_error(*args, **kwargs):
         raise MRSRError("a.nii.gz: something the user can fix")
 
-    monkeypatch.setattr(mrsr.pipeline, "super_resolve", user_error)
+    monkeypatch.setattr(SliceInferer, "__call__", user_error)
     line = refused(capsys, argv, "a.nii.gz: something the user can fix")
     assert "unexpected" not in line
 
@@ -182,7 +182,7 @@ def test_accepted_inputs_need_no_conversion_by_the_user(files):
     image = nib.Nifti1Image(data, AFFINE)
     np.testing.assert_allclose(ZEROFILL(image).numpy(), expected.numpy(), rtol=1e-6)
     pipe = Pipeline("zerofill", np.int64(2), batch_size=np.int32(4), tta=np.bool_(False))
-    assert pipe.batch_size == 4 and pipe.scale == 2
+    assert pipe.settings.batch_size == 4 and pipe.scale == 2
     integers = np.round(data * 10).astype(np.int16)
     out = pipe.save(integers, str(files["out"]), AFFINE, dtype="input")
     assert nib.load(str(out)).get_data_dtype() == np.int16

@@ -250,6 +250,7 @@ def test_claimed_sizes_are_checked_against_the_file(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_memory_bombs_are_refused_under_a_memory_limit(tmp_path):
     """A real gzip bomb (600^3 zeros: 0.2 GB in 0.2 MB) and a x16 upscale that would need
     gigabytes: each refused by the estimate, with the figure, before any allocation fails."""
@@ -473,6 +474,7 @@ def test_declared_choices_match_the_networks():
 # ---------------------------------------------------------------- 6. unbounded parsing
 
 
+@pytest.mark.slow
 def test_billion_laughs_and_huge_values_are_bounded(tmp_path, capsys):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi"):
@@ -549,6 +551,7 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_second_run_respects_the_first_runs_lock(tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -598,15 +601,16 @@ def test_folder_run_processes_every_file_it_can_then_reports(tmp_path, capsys, m
         nifti(src / f"{name}.nii.gz")
     (src / "b.nii.gz").write_bytes(b"corrupt")
     nifti(src / "d.nii.gz")
-    original = Pipeline._make
+    from mrsr.pipeline import Upscaling
+
+    original = Upscaling.make
 
     def flaky(self, job):  # an unexpected failure, not a user error
         if job.path.name == "d.nii.gz":
-            job.release()
             raise RuntimeError("something unforeseen")
         return original(self, job)
 
-    monkeypatch.setattr(Pipeline, "_make", flaky)
+    monkeypatch.setattr(Upscaling, "make", flaky)
     before = snapshot(src)
     assert main(["upscale", str(src), str(dst), "--model", "zerofill"]) == 2
     err = capsys.readouterr().err
@@ -629,12 +633,12 @@ def test_a_file_name_with_a_newline_gives_one_line(tmp_path, capsys):
 
 
 def test_unexpected_failures_end_in_one_line_too(tmp_path, capsys, monkeypatch):
-    import mrsr.pipeline
+    from mrsr.inference import SliceInferer
 
     def boom(*args, **kwargs):
         raise ValueError("bug\nin two lines")
 
-    monkeypatch.setattr(mrsr.pipeline, "super_resolve", boom)
+    monkeypatch.setattr(SliceInferer, "__call__", boom)
     src = nifti(tmp_path / "a.nii.gz")
     refused(
         capsys,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import add_device, add_output_options, add_slice_profile, load_checked, plan
+from mrsr.cli.common import (
+    add_device,
+    add_output_options,
+    add_slice_profile,
+    inference_options,
+    read_checked,
+    run_job,
+)
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -17,36 +24,39 @@ EXAMPLES = """examples:
 
 
 def cmd_throughplane(args: argparse.Namespace) -> None:
-    from mrsr.io import inspect_volume, save_volume
-    from mrsr.provenance import record
+    from mrsr.provenance import record, through_plane_settings
     from mrsr.throughplane import super_resolve_through_plane
 
-    plan([(args.input, args.output)], args.overwrite)
-    factor = args.factor or 8  # a guess until the spacing is read; the output, its two estimates
-    volume = load_checked(args.input, 12 * factor, [args.output], factor)
-    thickness = args.slice_thickness or inspect_volume(args.input).slice_thickness
-    try:
-        sr = super_resolve_through_plane(
-            volume,
-            args.factor,
-            args.time_budget,
-            thickness=thickness,
-            profile=args.profile,
-            steps=args.steps,
-            seed=args.seed,
-            axis=args.axis,
-            consistency=args.consistency,
-            nonnegative=args.nonnegative,
-            device=args.device,
-            progress=True,
+    shapes = {}
+
+    def read(job):
+        factor = args.factor or 8  # a guess until the spacing is read; the output, two estimates
+        return read_checked(job, 12 * factor, factor)
+
+    def make(job):
+        volume, thickness = job.read, args.slice_thickness or job.info.slice_thickness
+        try:
+            sr = super_resolve_through_plane(
+                volume,
+                args.factor,
+                args.time_budget,
+                thickness=thickness,
+                profile=args.profile,
+                steps=args.steps,
+                seed=args.seed,
+                consistency=args.consistency,
+                **inference_options(args, progress=True),
+            )
+        except MRSRError as exc:
+            raise MRSRError(f"{args.input}: {exc}") from exc
+        shapes.update(volume=tuple(volume.shape[1:]), sr=tuple(sr.shape[1:]))
+        settings = through_plane_settings(
+            args.time_budget, thickness, args.profile, args.steps, args.seed
         )
-    except MRSRError as exc:
-        raise MRSRError(f"{args.input}: {exc}") from exc
-    settings = {"time_budget_s": args.time_budget, "steps": args.steps, "seed": args.seed}
-    settings.update(factor=args.factor, slice_thickness_mm=thickness)
-    provenance = record("throughplane", volume, sr, **settings, slice_profile=args.profile)
-    save_volume(sr, args.output, dtype=args.dtype, overwrite=args.overwrite, provenance=provenance)
-    note(one_line(f"{args.input} {tuple(volume.shape[1:])} -> {args.output} {tuple(sr.shape[1:])}"))
+        return [(sr, record("throughplane", volume, sr, factor=args.factor, **settings))]
+
+    run_job(args.input, [args.output], read, make, args.dtype, args.overwrite)
+    note(one_line(f"{args.input} {shapes['volume']} -> {args.output} {shapes['sr']}"))
 
 
 def add_throughplane(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,55 @@
+"""How a 2D network is run over a volume: :class:`InferenceSettings`, every inference default
+in one place. Free of torch, so that the command line builds its options from it at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mrsr.options import OPTIONS, check_options
+
+__all__ = ["InferenceSettings"]
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a network is run over a volume; every inference default is defined here.
+
+    ``batch_size``: slices per batch (lowered to what fits in memory, saying so). ``device``
+    and ``precision``: ``"auto"`` picks CUDA, else MPS, else CPU, and bf16 where that device
+    computes it natively, else fp32 (:mod:`mrsr.machine`; :meth:`resolved` gives the choice).
+    ``axis``: the slice axis (``None``: from the header). ``tta``: average over flips (and
+    quarter turns for square pixels). ``data_consistency``: weight 0 to 1 of the measured
+    k-space block put back. ``nonnegative``: clamp at 0 (``None``: where the input has no
+    negative voxel). ``progress``: a bar on stderr.
+    """
+
+    batch_size: int = 8
+    device: str = "auto"
+    axis: int | None = None
+    tta: bool = False
+    precision: str = "auto"
+    data_consistency: float = 0.0
+    nonnegative: bool | None = None
+    progress: bool = False
+
+    def resolved(self) -> InferenceSettings:
+        """These settings, checked, with ``"auto"`` device and precision chosen."""
+        from mrsr.machine import resolve_device, resolve_precision
+
+        check_options(
+            {
+                "batch_size": self.batch_size,
+                "data_consistency": float(self.data_consistency),
+                "precision": self.precision,
+            },
+            OPTIONS,
+            "",
+        )
+        device = resolve_device(str(self.device))
+        precision = resolve_precision(self.precision, device)
+        return replace(
+            self,
+            device=device,
+            precision=precision,
+            data_consistency=float(self.data_consistency),
+        )
