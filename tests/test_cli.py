@@ -13,6 +13,7 @@ from mrsr.cli import build_parser, main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_path(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out

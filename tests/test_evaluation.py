@@ -109,6 +109,7 @@ def test_evaluate_has_help_and_refuses_mixed_modes(folders, capsys):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_baselines_rank_zerofill_above_nearest_with_a_paired_test(tmp_path, write_nifti, capsys):
     (tmp_path / "ref").mkdir()
     for i in range(3):
@@ -175,6 +176,7 @@ def test_masks_and_shave_change_the_numbers_as_defined(folders, write_nifti):
         evaluate_pairs(root / "pred", root / "ref", mask=root / "masks")
 
 
+@pytest.mark.slow
 def test_report_has_tables_and_paper_ready_figures(tmp_path, write_nifti, capsys):
     volume = phantom((40, 36, 5), sigma=3.0)
     ref = write_nifti("v.nii.gz", volume, AFFINE)

@@ -10,6 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+pytestmark = pytest.mark.slow  # each example runs in a process or a kernel of its own
 
 
 @pytest.fixture

@@ -136,6 +136,7 @@ def test_scale_mismatch_and_untrained_warning(tmp_path, write_nifti, capsys):
     assert "UNTRAINED" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_folder_mode_resumes_after_a_kill(tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()

@@ -33,6 +33,7 @@ def run(argv, env=None):
     return subprocess.run(cmd, capture_output=True, encoding="utf-8", env=environ, timeout=120)
 
 
+@pytest.mark.slow
 def test_logs_get_plain_lines_and_folder_runs_count_their_files(tmp_path):
     (tmp_path / "in").mkdir()
     for name in ("a", "b"):
@@ -46,6 +47,7 @@ def test_logs_get_plain_lines_and_folder_runs_count_their_files(tmp_path):
 
 
 @pytest.mark.parametrize("how", [["-q"], ["--quiet"], "env"])
+@pytest.mark.slow
 def test_quiet_and_tqdm_disable_silence_progress(tmp_path, how):
     src = volume(tmp_path / "a.nii.gz")
     flags, env = ([], {"TQDM_DISABLE": "1"}) if how == "env" else (how, None)
@@ -87,6 +89,7 @@ def test_messages_say_what_happened_and_what_to_do(tmp_path, capsys):
     assert "--scale: must be an integer from 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_throughplane_training_bar_ends_at_100_percent(tmp_path):
     src = tmp_path / "thick.nii.gz"
     nib.save(nib.Nifti1Image(phantom((32, 32, 4)), np.diag([1.0, 1.0, 4.0, 1.0])), str(src))

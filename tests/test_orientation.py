@@ -139,6 +139,7 @@ def test_figure_shows_reoriented_slices_letters_and_the_slices_own_scores(tmp_pa
     assert "towards" in profile.axes[0].get_xlabel()
 
 
+@pytest.mark.slow
 def test_report_states_the_convention_and_the_cli_takes_it(tmp_path, write_nifti, capsys):
     case = scored_case(tmp_path, write_nifti, "LPS")
     write_report(tmp_path / "r", [case])

@@ -87,6 +87,7 @@ def test_a_sidecar_mrsr_did_not_write_is_never_replaced_silently(tmp_path, capsy
     assert "mrsr" in json.loads((tmp_path / "o.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_demo_replaces_its_own_outputs_but_not_a_users_file(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--model", "zerofill"]) == 0

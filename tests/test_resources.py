@@ -91,6 +91,7 @@ def test_the_estimate_bounds_the_real_peak(name, scale, options, train):
     assert all(p.device.type == "cpu" for p in network.parameters())  # untouched
 
 
+@pytest.mark.slow
 def test_an_upscale_too_big_for_memory_is_refused_before_it_runs(tmp_path, capsys, monkeypatch):
     """cssfn x16 on 1024 x 1024 slices needs hundreds of GiB: refused at once, with the
     figure, instead of minutes of failing allocations."""
@@ -132,6 +133,7 @@ def training_config(folder, **model):
     return path
 
 
+@pytest.mark.slow
 def test_training_too_big_for_memory_is_refused_naming_the_keys(tmp_path, capsys, monkeypatch):
     config = training_config(tmp_path, channels=1024, n_blocks=64)
     available(monkeypatch, 16 * GiB)

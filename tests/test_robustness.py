@@ -290,6 +290,7 @@ def test_engine_retries_in_smaller_batches_when_memory_runs_out():
         super_resolve(vol, Hopeless(), 2)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_every_file_loads(tmp_path):
     (tmp_path / "vols").mkdir()
     for i in range(2):
@@ -422,6 +423,7 @@ def peak_rss(*argv: str) -> int:
     return int(peak)
 
 
+@pytest.mark.slow
 def test_upscale_memory_stays_near_the_data(tmp_path):
     """Peak resident memory beyond what importing mrsr takes is at most twice the input plus
     the output array (384 x 384 x 64 float32 -> x2 zero-fill: 180 MiB of arrays); the engine

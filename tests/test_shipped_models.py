@@ -21,6 +21,7 @@ def test_the_default_x2_model_ships():
 
 @pytest.mark.parametrize("heldout", HELDOUT, ids=lambda p: p.name.split(".")[0])
 @pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.slow
 def test_shipped_model_reproduces_its_card_and_beats_its_baseline_on_a_heldout_slice(name, heldout):
     pipe = Pipeline.from_pretrained(name, precision="fp32")
     model = shipped()[name]

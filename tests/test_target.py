@@ -243,6 +243,7 @@ def test_bad_targets_are_refused_in_one_line(tmp_path, write_nifti, capsys):
         ZEROFILL(volume, voxel_size=-1.0)
 
 
+@pytest.mark.slow
 def test_thick_slices_go_through_the_self_trained_network_onto_the_target(
     tmp_path, write_nifti, capsys
 ):
@@ -278,6 +279,7 @@ def test_thick_slices_go_through_the_self_trained_network_onto_the_target(
     assert np.corrcoef(result.ravel(), truth.ravel())[0, 1] > 0.99
 
 
+@pytest.mark.slow
 def test_dicom_slice_thickness_is_read_for_the_through_plane_step(tmp_path, capsys):
     thick, _ = simulate_thick_slices(meta_volume(blobs((32, 32, 36)), np.eye(4)), 4, thickness=3)
     image = sitk_image(np.rint(thick[0].numpy() * 10).astype(np.int16), np.asarray(thick.affine))

@@ -94,6 +94,7 @@ def test_both_orientations_are_averaged():
     torch.testing.assert_close(both.as_tensor(), (yz.as_tensor() + xz.as_tensor()) / 2)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_is_deterministic():
     slices = torch.from_numpy(phantom((48, 48, 4), sigma=2.5) / 100).movedim(2, 0)  # ~[0, 1]
     options = dict(patch_size=24, batch_size=8, channels=16, n_blocks=1, n_units=2)

@@ -66,6 +66,7 @@ def test_tiny_run_writes_a_checkpoint_that_upscale_uses(workdir, capsys):
     assert "untrained" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_is_exact(workdir):
     straight = resolve_config(TINY, base=workdir)
     straight["output_dir"] = str(workdir / "straight")
@@ -181,6 +182,7 @@ def torchrun(workdir, config: str, nodes: int) -> None:
 
 
 @pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.slow
 def test_torchrun_on_two_processes_equals_one_process_with_the_union_batch(workdir, nodes):
     cfg = dict(TINY, train={**TINY["train"], "max_steps": 3, "val_every": 3, "batch_size": 2})
     cfg["output_dir"] = "ddp"
@@ -228,6 +230,7 @@ def test_training_data_that_is_no_volume_is_refused_naming_the_key_and_file(work
         assert not (workdir / "run").exists()
 
 
+@pytest.mark.slow
 def test_loss_choice_is_the_loss_minimised(workdir):
     first = {}
     for loss in ("l1", "l2"):
@@ -267,6 +270,7 @@ def test_shipped_pipeline_configs_are_valid():
             assert cfg["model"] == first["model"] and cfg["data"] == first["data"]
 
 
+@pytest.mark.slow
 def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
     ixi = tmp_path / "IXI"
     ixi.mkdir()
@@ -290,6 +294,7 @@ def test_ixi_prepare_splits_subjects_and_crops(tmp_path):
     assert nib.load(str(out / "PD" / "val" / f"{split['val'][0]}.nii.gz")).shape == (240, 240, 96)
 
 
+@pytest.mark.slow
 def test_adjacent_slices_as_channels(workdir):
     slab = torch.from_numpy(phantom((6, 40, 36), sigma=3.0)) / 100
     flat = PatchPairs([slab], scale=2, patch_size=8, seed=5)
@@ -351,6 +356,7 @@ def test_degrade_on_auto_is_the_device_on_cuda_only(setting, device, where):
     assert degrade_on(setting, torch.device(device)) == where
 
 
+@pytest.mark.slow
 def test_a_run_degrading_on_the_device_trains_the_same_weights(workdir):
     weights = []
     for where in ("loader", "device"):
@@ -369,6 +375,7 @@ def _tiny_run(workdir, name: str, **train_keys) -> dict[str, torch.Tensor]:
     return load_file(str(workdir / name / "last.safetensors"))
 
 
+@pytest.mark.slow
 def test_init_starts_from_a_checkpoint_s_weights(workdir):
     first = _tiny_run(workdir, "first")
     # one step at a negligible learning rate: the weights are the initial ones, to ~1e-12
@@ -393,6 +400,7 @@ def test_init_starts_from_a_checkpoint_s_weights(workdir):
         ("cssfn-kspace-x2", "holds cssfn x2 kspace with options"),
     ],
 )
+@pytest.mark.slow
 def test_init_from_another_network_fails_naming_both(workdir, init, message):
     _tiny_run(workdir, "first")
     cfg = {**TINY, "output_dir": "other", "train": {**TINY["train"], "init": init}}
@@ -425,6 +433,7 @@ def test_pipeline_fit_fine_tunes_a_pretrained_pipeline(workdir):
 
 
 @pytest.mark.parametrize("name", ["best.safetensors", "last.safetensors", "state.safetensors"])
+@pytest.mark.slow
 def test_a_new_run_never_replaces_a_checkpoint_in_its_output_dir(workdir, name):
     _tiny_run(workdir, "first")
     (workdir / "mine").mkdir()

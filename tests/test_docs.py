@@ -1,0 +1,107 @@
+"""The documentation holds together: every relative link resolves, README's quick start is the
+two commands users (and CI) run, and every example in a docstring runs as written."""
+
+import doctest
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+
+import mrsr
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("docs", "mrsr", "pipelines", "benchmarks", "examples", "tests")
+PAGES = sorted([*ROOT.glob("*.md"), *(p for d in SOURCES for p in (ROOT / d).rglob("*.md"))])
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors for the headings of ``page``."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#+\s+(.*)$", FENCE.sub("", page.read_text("utf-8")), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """Links of ``page`` (outside code) to a missing file, or to a missing heading of a page."""
+    text = CODE.sub("", FENCE.sub("", page.read_text("utf-8")))
+    broken = []
+    for link in LINK.findall(text):
+        if re.match(r"[a-z]+:", link):  # http:, https:, mailto:
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists() or (
+            anchor and target.suffix == ".md" and anchor not in anchors(target)
+        ):
+            broken.append(link)
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    assert not broken_links(page), f"{page.relative_to(ROOT)}: broken links {broken_links(page)}"
+
+
+def test_the_link_checker_sees_a_broken_link(tmp_path):
+    (tmp_path / "b.md").write_text("# Any grid: `--like`\n\n## Same\n\n## Same\n")
+    page = tmp_path / "a.md"
+    page.write_text(
+        "[ok](b.md#any-grid---like) [ok](b.md#same-1) [ok](https://x.org/c.md) [ok](#top)\n"
+        "[no file](c.md) [no anchor](b.md#grid) `[code](d.md)`\n\n# Top\n"
+    )
+    assert broken_links(page) == ["c.md", "b.md#grid"]
+
+
+def resolves(name: str) -> bool:
+    """Whether a dotted name like ``mrsr.io.load_volume`` is a module or an attribute of one."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            found = getattr(found, attr, None)
+        return found is not None
+    return False
+
+
+def test_every_mrsr_name_the_docs_cite_exists():
+    """A name moved in the code is a broken link in the docs."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    cited = {
+        (page.name, name)
+        for page in pages
+        for span in CODE.findall(page.read_text("utf-8"))
+        for name in re.findall(r"\bmrsr(?:\.\w+)+", span)
+    }
+    assert resolves("mrsr.io.load_volume") and not resolves("mrsr.io.no_such_name")
+    assert not [c for c in sorted(cited) if not resolves(c[1])]
+
+
+def test_readme_quick_start_is_exactly_the_two_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Quick start\s+```bash\n(.*?)```", readme, re.S).group(1)
+    assert block.splitlines() == [
+        "pip install -e . && mrsr demo",
+        'pip install -e ".[test]" && python -m pytest -q',
+    ]
+
+
+MODULES = ["mrsr", *(m.name for m in pkgutil.walk_packages(mrsr.__path__, "mrsr."))]
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if m != "mrsr.__main__"])
+def test_docstring_examples_run(name, capsys):
+    failed, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert failed == 0, capsys.readouterr().out
