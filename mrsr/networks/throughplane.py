@@ -23,7 +23,7 @@ class ThroughPlaneNet(nn.Module):
     (:class:`~mrsr.networks.cssfn.SerialFusionBlock` of ``n_units`` CSSFUs) in series, global
     fusion (conv1x1, conv3x3) plus ``x0``, conv3x3 to one channel added to the input. The input
     is the thick-slice plane already interpolated onto the fine grid
-    (:meth:`~mrsr.throughplane.SliceProfile.interpolation`), so the network only predicts the
+    (:meth:`~mrsr.slice_profiles.SliceProfile.interpolation`), so the network only predicts the
     lost detail; the last conv starts at zero, so the untrained network is exactly the cubic
     interpolation. Xavier-uniform weights, zero biases. Receptive field 33 pixels at the
     defaults. Shapes: ``(B, 1, H, W) -> (B, 1, H, W)``.
