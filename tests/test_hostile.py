@@ -1,4 +1,4 @@
-"""Hostile and careless input, one class of defect at a time (issue 13).
+"""Hostile and careless input, one class of defect at a time.
 
 Every refusal must be: exit code 2, one line on stderr, no traceback, the inputs byte-identical
 afterwards, and no file but the intended ones.

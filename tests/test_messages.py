@@ -1,5 +1,5 @@
 """What a user reads: progress that suits terminals and logs, warnings that say what to expect,
-messages that say what happened and what to do (issue 17)."""
+messages that say what happened and what to do."""
 
 import json
 import os
