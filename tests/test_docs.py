@@ -1,5 +1,6 @@
-"""The documentation holds together: every relative link resolves, README's quick start is the
-two commands users (and CI) run, and every example in a docstring runs as written."""
+"""The documentation holds together: every relative link resolves, every mrsr name it cites exists,
+README's quick start is the two commands users (and CI) run, its Python examples compile, and
+every example in a docstring runs as written."""
 
 import doctest
 import importlib
@@ -14,6 +15,7 @@ import mrsr
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("docs", "mrsr", "pipelines", "benchmarks", "examples", "tests")
 PAGES = sorted([*ROOT.glob("*.md"), *(p for d in SOURCES for p in (ROOT / d).rglob("*.md"))])
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -78,10 +80,9 @@ def resolves(name: str) -> bool:
 
 def test_every_mrsr_name_the_docs_cite_exists():
     """A name moved in the code is a broken link in the docs (``Pipeline.x``: mrsr.Pipeline)."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     cited = {
         (page.name, name if name.startswith("mrsr") else f"mrsr.{name}")
-        for page in pages
+        for page in DOCS
         for span in CODE.findall(page.read_text("utf-8"))
         for name in re.findall(r"\bmrsr(?:\.\w+)+|(?<![\w.])Pipeline(?:\.\w+)+", span)
     }
@@ -106,3 +107,14 @@ MODULES = ["mrsr", *(m.name for m in pkgutil.walk_packages(mrsr.__path__, "mrsr.
 def test_docstring_examples_run(name, capsys):
     failed, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert failed == 0, capsys.readouterr().out
+
+
+PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in DOCS if PYTHON.search(p.read_text("utf-8"))], ids=lambda p: p.name
+)
+def test_python_examples_in_the_docs_compile(page):
+    for block in PYTHON.findall(page.read_text("utf-8")):
+        compile(block, str(page), "exec")
