@@ -179,45 +179,6 @@ def _check_entries(folder: Path, files: list[str]) -> None:
         )
 
 
-def _probe(folder: Path) -> VolumeInfo:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if len(series) > 1:
-        listed = ", ".join(shown(s) for s in series[:4]) + (" ..." if len(series) > 4 else "")
-        raise MRSRError(
-            f"{folder}: holds {len(series)} DICOM series ({listed}); put each series in its own "
-            "folder"
-        )
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
-    if not files:
-        raise MRSRError(f"{folder}: no readable DICOM series")
-    _check_entries(folder, files)
-    reader = sitk.ImageFileReader()
-    try:
-        reader.SetFileName(files[0])
-        reader.ReadImageInformation()
-        frames = (*reader.GetSize(), 1)[2]
-        if frames > 1 and len(files) > 1:
-            raise MRSRError(
-                f"{folder}: holds {len(files)} multi-frame DICOM files; give each its own folder"
-            )
-        if frames > 1:
-            thickness = _frame_geometry(files[0], reader, folder)
-        else:
-            _dicom_geometry(files, folder)
-            has = reader.HasMetaDataKey("0018|0050")
-            thickness = _positive(reader.GetMetaData("0018|0050") if has else "")
-    except MRSRError:
-        raise
-    except (RuntimeError, ValueError) as exc:
-        reason = failure_reason(exc)
-        raise MRSRError(f"{folder}: cannot be read as a DICOM series ({reason})") from exc
-    size = reader.GetSize()
-    dtype = sitk_dtype(reader.GetPixelID())
-    shape = (size[0], size[1], max(frames, len(files)))
-    channels = reader.GetNumberOfComponents()
-    return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files], thickness)
-
-
 def _positive(text: str) -> float | None:
     """A DICOM decimal string as a positive finite number, else None (missing or garbage)."""
     try:
@@ -236,8 +197,44 @@ class DicomReader(Reader):
             return False
         return any(_is_dicom_file(p) for p in sorted(path.iterdir())[:16] if p.is_file())
 
-    def probe(self, path: Path) -> VolumeInfo:
-        return _probe(path)
+    def probe(self, folder: Path) -> VolumeInfo:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        if len(series) > 1:
+            listed = ", ".join(shown(s) for s in series[:4]) + (" ..." if len(series) > 4 else "")
+            raise MRSRError(
+                f"{folder}: holds {len(series)} DICOM series ({listed}); put each series in its "
+                "own folder"
+            )
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+        if not files:
+            raise MRSRError(f"{folder}: no readable DICOM series")
+        _check_entries(folder, files)
+        reader = sitk.ImageFileReader()
+        try:
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            frames = (*reader.GetSize(), 1)[2]
+            if frames > 1 and len(files) > 1:
+                raise MRSRError(
+                    f"{folder}: holds {len(files)} multi-frame DICOM files; give each its own "
+                    "folder"
+                )
+            if frames > 1:
+                thickness = _frame_geometry(files[0], reader, folder)
+            else:
+                _dicom_geometry(files, folder)
+                has = reader.HasMetaDataKey("0018|0050")
+                thickness = _positive(reader.GetMetaData("0018|0050") if has else "")
+        except MRSRError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            reason = failure_reason(exc)
+            raise MRSRError(f"{folder}: cannot be read as a DICOM series ({reason})") from exc
+        size = reader.GetSize()
+        dtype = sitk_dtype(reader.GetPixelID())
+        shape = (size[0], size[1], max(frames, len(files)))
+        channels = reader.GetNumberOfComponents()
+        return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files], thickness)
 
     def read(self, info: VolumeInfo) -> MetaTensor:
         """Every slice by the series reader; a single file (multi-frame) as a volume."""
