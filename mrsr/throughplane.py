@@ -34,6 +34,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from mrsr import slice_profiles
 from mrsr.errors import MRSRError
 from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
@@ -115,7 +116,7 @@ def super_resolve_through_plane(
     time_budget: float = 180.0,
     *,
     thickness: float | None = None,
-    profile: str = "box",
+    profile: str = slice_profiles.DEFAULT,
     fine_spacing: float | None = None,
     steps: int | None = None,
     seed: int = 0,
@@ -132,7 +133,7 @@ def super_resolve_through_plane(
     ``volume``: anything :func:`mrsr.pipeline.as_volume` takes (path, nibabel image, MetaTensor
     ``(C, X, Y, Z)``). ``axis``: the slice axis (default :func:`mrsr.geometry.slice_axis`).
     The slices are the affine's spacing apart, each ``thickness`` mm thick (default: the
-    spacing, no gap) with the ``profile`` ``"box"`` or ``"gaussian"`` (FWHM ``thickness``).
+    spacing, no gap) with the ``profile``, a name of :data:`mrsr.slice_profiles.PROFILES`.
     The output's fine voxels along the slice axis are ``fine_spacing`` mm (default: the mean
     in-plane spacing), or ``factor`` per slice spacing (:func:`resolve_factor`), any real
     ratio, rounded so that a whole number of them spans the slices. Steps:
