@@ -39,9 +39,7 @@ def main() -> None:
             ref = hr.as_tensor()[0]
             outputs = {"zerofill": zerofill(lr), "model": pipe(lr)}
             for weight in args.weights:
-                pipe.data_consistency = weight
-                outputs[f"model + dc {weight:g}"] = pipe(lr)
-            pipe.data_consistency = 0.0
+                outputs[f"model + dc {weight:g}"] = pipe.inferer(data_consistency=weight)(lr)
             cells = []
             for method in methods:
                 s = slice_scores(outputs[method].as_tensor()[0], ref)
