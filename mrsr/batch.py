@@ -50,7 +50,7 @@ class Job:
     affine: np.ndarray | None = None
     info: VolumeInfo | None = None
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    read: Any = None  # what the task read
+    data: Any = None  # what the task read from the input
 
     @property
     def path(self) -> Path | None:
@@ -64,7 +64,8 @@ class Job:
 
 class Task(Protocol):
     """What a command does to one input: :meth:`read` it (under the outputs' locks, with its
-    header in ``job.info``: check memory and disk first), then :meth:`make` the results."""
+    header in ``job.info``: check memory and disk first; kept as ``job.data``), then
+    :meth:`make` the results."""
 
     def read(self, job: Job) -> Any: ...
 
@@ -190,7 +191,7 @@ class Batch:
                 job.locks.enter_context(claim(out, plan))
             if job.path is not None:
                 job.info = inspect_volume(job.path)
-            job.read = self.task.read(job)
+            job.data = self.task.read(job)
             return job
         except BaseException:
             job.locks.close()
@@ -206,7 +207,7 @@ class Batch:
 
     def _write(self, made: tuple[Job, Made]) -> Path:
         job, results = made
-        job.read = None  # the input's memory goes with the job
+        job.data = None  # the input's memory goes with the job
         try:
             for out, (volume, provenance) in zip(job.outputs, results):
                 if self.progress:  # a big gzipped volume takes seconds: say so

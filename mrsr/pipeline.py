@@ -10,7 +10,7 @@ torch.Size([1, 360, 432, 24])
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +87,15 @@ class Pipeline(Saving):
     ) -> None:
         if isinstance(data_consistency, bool):  # True: weight 1
             data_consistency = float(data_consistency)
+        inference = InferenceSettings(
+            batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress
+        )
         check_options(
             {
                 "network": network,
                 "scale": 2 if scale is None else scale,
                 "degradation": degradation,
-                "batch_size": batch_size,
-                "device": device,
-                "axis": axis,
-                "tta": tta,
-                "precision": precision,
-                "data_consistency": data_consistency,
-                "nonnegative": nonnegative,
-                "progress": progress,
+                **asdict(inference),
                 "through_plane_budget": through_plane_budget,
                 "slice_thickness": slice_thickness,
                 "slice_profile": slice_profile,
@@ -128,9 +124,7 @@ class Pipeline(Saving):
                 f"network samples on the {self.network.grid!r} grid, which does not fit "
                 f"degradation {degradation!r}; pass the degradation it was made for"
             )
-        self.settings = InferenceSettings(
-            batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress
-        ).resolved()
+        self.settings = inference.resolved()
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
         self.through_plane_budget = float(through_plane_budget)
         self.slice_thickness, self.slice_profile = slice_thickness, slice_profile

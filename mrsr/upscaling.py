@@ -144,7 +144,7 @@ class Upscaling:
         return pipe, volume, grid
 
     def make(self, job: Job) -> Made:
-        pipe, volume, grid = job.read
+        pipe, volume, grid = job.data
         thickness = pipe._thickness(job.info)
         result = pipe.inferer()(volume) if grid is None else onto(pipe, volume, grid, thickness)
         return [(result, _record(pipe, volume, result, grid, thickness))]

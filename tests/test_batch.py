@@ -98,7 +98,7 @@ def _steps(tmp_path, fail: str) -> Steps:
     def make(job):
         if job.path.name == fail:
             raise MRSRError(f"{job.path.name}: cannot be made")
-        return [(job.read, {"operation": "copy"})]
+        return [(job.data, {"operation": "copy"})]
 
     return Steps(lambda job: load_volume(job.path), make)
 
@@ -126,7 +126,7 @@ def test_a_job_writes_each_of_its_outputs_with_its_record_and_plans_them_all(tmp
     outputs = (tmp_path / "one.nii.gz", tmp_path / "two.nii.gz")
 
     def make(job):
-        return [(job.read, {"operation": "first"}), (job.read * 2, {"operation": "second"})]
+        return [(job.data, {"operation": "first"}), (job.data * 2, {"operation": "second"})]
 
     Batch(Steps(lambda job: load_volume(job.path), make)).one(Job(src, outputs))
     first, second = (load_volume(p).as_tensor() for p in outputs)

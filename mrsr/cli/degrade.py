@@ -28,7 +28,7 @@ def cmd_degrade(args: argparse.Namespace) -> None:
     shapes = {}
 
     def make(job):
-        volume = job.read
+        volume = job.data
         lr, hr = degrade(volume, args.scale, args.method, args.axes)
         add_facts(lr, range_facts(clamp_volume(lr, hr, args.nonnegative)))
         shapes.update(lr=tuple(lr.shape[1:]), hr=tuple(hr.shape[1:]))

@@ -62,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     made = {}
 
     def make(job):
-        sample = job.read
+        sample = job.data
         lr, ref = degrade(sample, args.scale, "kspace")
         network = _demo_model(args)
         sr = network(lr)

@@ -34,7 +34,7 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
         return read_checked(job, 12 * factor, factor)
 
     def make(job):
-        volume, thickness = job.read, args.slice_thickness or job.info.slice_thickness
+        volume, thickness = job.data, args.slice_thickness or job.info.slice_thickness
         try:
             sr = super_resolve_through_plane(
                 volume,
