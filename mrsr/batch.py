@@ -5,7 +5,8 @@ A job is one input (a file, or a volume given in Python) and the outputs made fr
 
 - the outputs are planned once, before any work (:func:`mrsr.outputs.plan_outputs`: not an
   input, not a folder, writable, existing only with ``overwrite``), for all jobs at once
-  (:meth:`Batch.plan`) or each job alone when it starts, so that its problem is its own;
+  by the caller (a command line refuses the first problem) or each job alone when it
+  starts, so that its problem is its own;
 - each job holds its outputs' locks (:func:`mrsr.outputs.claim`) while it runs: a second run
   on the same output is refused with :class:`mrsr.outputs.OutputBusy`;
 - the input's header is read once (:attr:`Job.info`) and passed to the task, which checks
@@ -113,19 +114,12 @@ class Batch:
         self.task, self.dtype, self.overwrite = task, dtype, overwrite
         self.progress, self.references = progress, list(references)
 
-    def plan(self, jobs: Sequence[Job], skip_finished: bool = False) -> OutputPlan:
-        """Check every output of ``jobs`` at once, before any work; with ``skip_finished``,
-        existing outputs are listed as finished instead of refused."""
-        pairs = [(job.path, out) for job in jobs for out in job.outputs]
-        return plan_outputs(pairs, self.overwrite, skip_finished, self.references)
-
-    def one(self, job: Job, plan: OutputPlan | None = None) -> Path:
+    def one(self, job: Job) -> Path:
         """Run one job; its first output's path, or its exception raised."""
-        for _, outcome in self.each([job], plan, overlap=False):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
-        raise AssertionError("a job gives one outcome")
+        [(_, outcome)] = self.each([job], overlap=False)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def each(
         self,
@@ -136,8 +130,9 @@ class Batch:
         started: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[int, Path | BaseException]]:
         """``(index, first output path or the exception that stopped the job)`` of each of
-        ``jobs`` in order, as the iterator is consumed; ``plan``: from :meth:`plan` (else each
-        job is planned alone). ``started(k)`` is called as the work on job ``k`` begins."""
+        ``jobs`` in order, as the iterator is consumed; ``plan``: of all their outputs, with
+        ``overwrite`` and ``references`` as here (else each job is planned alone).
+        ``started(k)`` is called as the work on job ``k`` begins."""
         started = started or (lambda k: None)
         if not overlap:
             for k, job in enumerate(jobs):

@@ -20,7 +20,7 @@ import mrsr.pipeline
 from mrsr.batch import Batch, Job, Steps
 from mrsr.errors import MRSRError
 from mrsr.io import load_volume
-from mrsr.outputs import OutputBusy
+from mrsr.outputs import OutputBusy, plan_outputs
 
 
 @contextlib.contextmanager
@@ -107,7 +107,8 @@ def test_a_failed_job_releases_its_locks_and_the_next_job_is_written(tmp_path):
     names = ("a", "b", "c")
     jobs = [Job(nifti(tmp_path / f"{n}.nii.gz"), (tmp_path / f"{n}_out.nii.gz",)) for n in names]
     batch = Batch(_steps(tmp_path, "b.nii.gz"))
-    outcomes = dict(batch.each(jobs, batch.plan(jobs)))
+    plan = plan_outputs([(job.source, job.outputs[0]) for job in jobs])
+    outcomes = dict(batch.each(jobs, plan))
     assert outcomes[0] == tmp_path / "a_out.nii.gz" and outcomes[2] == tmp_path / "c_out.nii.gz"
     assert str(outcomes[1]) == "b.nii.gz: cannot be made"
     assert sorted(p for p in os.listdir(tmp_path) if "out" in p) == [
