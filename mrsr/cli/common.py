@@ -1,4 +1,5 @@
-"""Helpers the volume commands share: the output plan and a checked read."""
+"""Helpers the volume commands share: their inference options, one job run through the job
+runner (:mod:`mrsr.batch`) and a checked read."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrsr import slice_profiles
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+    from mrsr.batch import Job, Made
 
 INFERENCE = InferenceSettings()  # the defaults of the inference options
 
@@ -74,8 +80,8 @@ def add_slice_profile(p: argparse.ArgumentParser) -> None:
 def run_job(
     source: Path,
     outputs: Sequence[Path],
-    read: Callable,
-    make: Callable,
+    read: Callable[[Job], Any],
+    make: Callable[[Job], Made],
     dtype: str = "float32",
     overwrite: bool = False,
 ) -> None:
@@ -87,7 +93,7 @@ def run_job(
     Batch(Steps(read, make), dtype=dtype, overwrite=overwrite).one(Job(source, tuple(outputs)))
 
 
-def read_checked(job, bytes_per_voxel: float, output_ratio: float = 1.0):
+def read_checked(job: Job, bytes_per_voxel: float, output_ratio: float = 1.0) -> MetaTensor:
     """Read ``job``'s input once its header (``job.info``) says that the job's memory estimate
     (``bytes_per_voxel`` of the input) fits, and that each output (``output_ratio`` times the
     input's voxels, float32) fits on its disk."""
