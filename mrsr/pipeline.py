@@ -9,8 +9,10 @@ torch.Size([1, 360, 432, 24])
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +21,23 @@ import torch
 from monai.data import MetaTensor
 
 from mrsr import degradations, networks, slice_profiles, zoo
+from mrsr.batch import Job, Made
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line, shown
-from mrsr.geometry import slice_axis
+from mrsr.geometry import slice_axis, spacing
 from mrsr.inference import SliceInferer, peak_bytes
+from mrsr.intensity import clamp_volume, range_facts
 from mrsr.io import VolumeInfo, as_volume, inspect_volume, read_bytes
 from mrsr.labels import refuse_label_map
 from mrsr.memory import check_fits
 from mrsr.metrics import score
 from mrsr.options import OPTIONS, check_network_options, check_options
+from mrsr.progress import note
+from mrsr.provenance import add_facts, record, through_plane_settings
+from mrsr.resample import resample, resample_bytes
+from mrsr.saving import Saving
 from mrsr.settings import InferenceSettings
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
-from mrsr.upscaling import Saving, onto
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score"]
 
@@ -204,7 +211,7 @@ class Pipeline(Saving):
         super-resolving, resampling) must fit in the memory available.
         """
         info = inspect_volume(x) if isinstance(x, (str, os.PathLike)) else None
-        volume = self._input(x, affine, info)
+        volume = _input(x, affine, info, self.scale)
         plan = self.plan(volume, voxel_size, like)
         if plan is None:
             return self.inferer()(volume)
@@ -235,16 +242,14 @@ class Pipeline(Saving):
             check_scale(plan, self.scale, voxel_size, like)
         return plan
 
-    def _input(self, x: Any, affine: np.ndarray | None, info: VolumeInfo | None) -> MetaTensor:
-        """The volume ``x`` checked, once its header ``info`` (a path's) says it fits."""
-        if info is not None:
-            check_fits(
-                read_bytes(info) + peak_bytes(info.voxels, info.channels, self.scale),
-                f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{self.scale}",
-            )
-        volume = as_volume(x, affine)
-        refuse_label_map(volume, "super-resolving", None if info is not None else "x")
-        return volume
+    def task(
+        self,
+        voxel_size: Any = None,
+        like: Any = None,
+        choose: Callable[[MetaTensor], Pipeline] | None = None,
+    ) -> Upscaling:
+        """What this pipeline does to one input in a job runner (:meth:`batch`)."""
+        return Upscaling(self, voxel_size, like, choose)
 
     def fit(
         self,
@@ -302,6 +307,111 @@ class Pipeline(Saving):
                 f"got {type(mask).__name__}"
             )
         return score(self(x), reference, mask=mask, shave=shave)
+
+
+def _input(x: Any, affine: np.ndarray | None, info: VolumeInfo | None, scale: int) -> MetaTensor:
+    """The volume ``x`` checked, once its header ``info`` (a path's) says that super-resolving
+    it ``scale`` times fits in memory."""
+    if info is not None:
+        check_fits(
+            read_bytes(info) + peak_bytes(info.voxels, info.channels, scale),
+            f"{one_line(x)}: super-resolving {'x'.join(map(str, info.shape))} x{scale}",
+        )
+    volume = as_volume(x, affine)
+    refuse_label_map(volume, "super-resolving", None if info is not None else "x")
+    return volume
+
+
+@dataclass(frozen=True)
+class Upscaling:
+    """A :class:`Pipeline`'s task in a :class:`mrsr.batch.Batch`: read and check the input,
+    plan its grid and check the output's size, super-resolve, record how."""
+
+    pipe: Pipeline
+    voxel_size: Any = None
+    like: Any = None
+    choose: Callable[[MetaTensor], Pipeline] | None = None
+
+    def read(self, job: Job) -> tuple[Pipeline, MetaTensor, GridPlan | None]:
+        pipe, info = self.pipe, job.info
+        if info is not None and self.voxel_size is None and self.like is None:
+            job.need_space(info.voxels * pipe.scale**2 * 4)
+        volume = _input(job.source, job.affine, info, pipe.scale)
+        pipe = pipe if self.choose is None else self.choose(volume)
+        grid = pipe.plan(volume, self.voxel_size, self.like)
+        if grid is not None:  # its size needs the input's affine
+            job.need_space(volume.shape[0] * math.prod(grid.shape) * 4)
+        return pipe, volume, grid
+
+    def make(self, job: Job) -> Made:
+        pipe, volume, grid = job.data
+        thickness = pipe._thickness(job.info)
+        result = pipe.inferer()(volume) if grid is None else onto(pipe, volume, grid, thickness)
+        return [(result, _record(pipe, volume, result, grid, thickness))]
+
+
+def _record(
+    pipe: Pipeline, volume: MetaTensor, result: MetaTensor, grid: GridPlan | None, thickness: Any
+) -> dict:
+    """The provenance of ``result``, made by ``pipe`` from ``volume`` through ``grid``."""
+    network_ran = grid is None or grid.scale > 1
+    through = grid is not None and bool(grid.through_plane)
+    return record(
+        "upscale",
+        volume,
+        result,
+        model=pipe.name if network_ran else None,
+        network=pipe.spec.network if network_ran else None,
+        scale=pipe.scale if grid is None else grid.scale,
+        degradation=pipe.spec.degradation,
+        precision=pipe.settings.precision,
+        tta=pipe.settings.tta,
+        data_consistency=pipe.settings.data_consistency,
+        grid_plan=None if grid is None else grid.describe(),
+        **through_plane_settings(
+            pipe.through_plane_budget if grid else None,
+            thickness if through else None,
+            pipe.slice_profile if through else None,
+        ),
+    )
+
+
+def onto(
+    pipe: Pipeline, volume: MetaTensor, plan: GridPlan, thickness: float | None = None
+) -> MetaTensor:
+    """``volume`` super-resolved by ``pipe`` onto ``plan``'s grid: in-plane network,
+    through-plane network, resampling, each step the plan says, each checked against the memory
+    available first; the plan is said first (one line on stderr) when ``progress`` is on."""
+    from mrsr.throughplane import super_resolve_through_plane
+
+    settings = pipe.settings
+    if settings.progress:
+        note(one_line(plan.describe()))
+    sizes = np.asarray(spacing(np.asarray(volume.affine)))
+    fine = [n * (plan.scale if a != plan.axis else 1) for a, n in enumerate(volume.shape[1:])]
+    if plan.through_plane:
+        fine[plan.axis] = round(fine[plan.axis] * sizes[plan.axis] / plan.through_plane)
+    check_fits(
+        volume.shape[0] * (resample_bytes(fine, plan.shape) + 16 * math.prod(fine)),
+        f"super-resolving onto {'x'.join(map(str, fine))}, then resampling",
+    )
+    result = pipe.inferer()(volume) if plan.scale > 1 else volume
+    if plan.through_plane:
+        result = super_resolve_through_plane(
+            result,
+            time_budget=pipe.through_plane_budget,
+            thickness=thickness,
+            profile=pipe.slice_profile,
+            fine_spacing=plan.through_plane,
+            axis=plan.axis,
+            nonnegative=settings.nonnegative,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            progress=settings.progress,
+        )
+    result = resample(result, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
+    add_facts(result, range_facts(clamp_volume(result, volume, settings.nonnegative)))
+    return result
 
 
 def load_model(

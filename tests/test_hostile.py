@@ -601,7 +601,7 @@ def test_folder_run_processes_every_file_it_can_then_reports(tmp_path, capsys, m
         nifti(src / f"{name}.nii.gz")
     (src / "b.nii.gz").write_bytes(b"corrupt")
     nifti(src / "d.nii.gz")
-    from mrsr.upscaling import Upscaling
+    from mrsr.pipeline import Upscaling
 
     original = Upscaling.make
 
