@@ -1,5 +1,6 @@
 """Degradation transforms: MONAI composition, affines, bicubic reference, random scales."""
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -150,3 +151,18 @@ def test_degrade_refuses_with_the_volume_named(write_nifti):
     volume = LoadImage(ensure_channel_first=True)(path)
     with pytest.raises(MRSRError, match="tiny.nii.gz: .*smaller than scale 4"):
         degrade(volume, 4)
+
+
+def test_load_volumed_places_a_volume_by_its_sform_as_every_command_does(tmp_path):
+    """The loader the docs recommend for MONAI pipelines takes the sform when its code is set."""
+    from mrsr.transforms import LoadVolume, LoadVolumed
+
+    sform = np.diag([0.5, 0.5, 2.0, 1.0])
+    sform[:3, 3] = [50.0, 0.0, 0.0]
+    image = nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4))
+    image.set_qform(np.eye(4), code=1)
+    image.set_sform(sform, code=2)
+    nib.save(image, str(tmp_path / "v.nii.gz"))
+    loaded = LoadVolumed("image")({"image": tmp_path / "v.nii.gz"})["image"]
+    np.testing.assert_allclose(np.asarray(loaded.affine), sform)
+    np.testing.assert_allclose(np.asarray(LoadVolume()(tmp_path / "v.nii.gz").affine), sform)

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import CacheDataset
-from monai.transforms import Compose, MapTransform, ScaleIntensityRangePercentilesd
+from monai.transforms import Compose, ScaleIntensityRangePercentilesd
 
 from mrsr import degradations, kspace
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
-from mrsr.io import inspect_volume, is_volume_path, list_volumes, load_volume
+from mrsr.io import inspect_volume, is_volume_path, list_volumes
+from mrsr.io.transforms import LoadVolumed
 
 __all__ = [
-    "LoadVolumed",
     "PatchPairs",
     "collate_slices",
     "device_pairs",
@@ -60,16 +60,6 @@ def volume_paths(specs: Sequence[str], what: str = "data.train") -> list[Path]:
         except MRSRError as exc:
             raise MRSRError(f"{what}: {exc}") from exc
     return found
-
-
-class LoadVolumed(MapTransform):
-    """Dictionary transform: read ``d[key]`` (a path) with :func:`mrsr.io.load_volume`."""
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = load_volume(d[key])
-        return d
 
 
 def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor]:

@@ -1,7 +1,7 @@
 """Degradation transforms that simulate a low-resolution MR acquisition (array versions).
 
-Each transform takes a channel-first image ``(C, *spatial)`` (a MONAI ``MetaTensor`` after
-``LoadImage(ensure_channel_first=True)``, or a plain tensor/array), acts on some spatial ``axes``
+Each transform takes a channel-first image ``(C, *spatial)`` (a MONAI ``MetaTensor`` from
+:class:`mrsr.io.transforms.LoadVolume`, or a plain tensor/array), acts on some spatial ``axes``
 (0-based, channel excluded) and returns the same type. A MetaTensor comes back with the affine of
 its new grid: voxel size times ``N / M`` on each reduced axis (exactly the scale when ``N`` is a
 multiple of it) and voxel 0 placed per the transform's sampling grid (:mod:`mrsr.geometry`).

@@ -2,12 +2,12 @@
 
 A typical pair-making pipeline from a file on disk::
 
-    from monai.transforms import Compose, LoadImaged
-    from mrsr.transforms import MakePaird
+    from monai.transforms import Compose
+    from mrsr.transforms import LoadVolumed, MakePaird
 
     pairs = Compose([
-        LoadImaged("image", ensure_channel_first=True),
-        MakePaird("image", scale=2, method="kspace"),  # adds "hr" and "lr"
+        LoadVolumed("image"),  # as every mrsr command reads it (MONAI's LoadImaged may take
+        MakePaird("image", scale=2, method="kspace"),  # the qform over the sform); adds hr, lr
     ])
 """
 
