@@ -25,7 +25,7 @@ from mrsr.training.state import load_state, save_state
 from mrsr.training.trainer import StepIndices
 from mrsr.transforms import KSpaceTruncation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "data": {"train": "vols", "val": "vols/v0.nii.gz"},
     "degradation": {"method": "kspace", "scale": 2},

@@ -10,7 +10,7 @@ from conftest import phantom
 
 from mrsr.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
