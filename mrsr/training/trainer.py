@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,7 +49,7 @@ from mrsr.zoo import weights_path
 __all__ = ["train"]
 
 # What a run writes into output_dir besides its logs; a new run never replaces them.
-RUN_FILES = ("last.safetensors", "best.safetensors", "state.safetensors")
+LAST, BEST, STATE = RUN_FILES = ("last.safetensors", "best.safetensors", "state.safetensors")
 LOGS = {
     "train_log.csv": ["step", "loss", "lr", "seconds"],
     "val_log.csv": ["step", "method", "psnr", "ssim", "nrmse"],
@@ -171,21 +172,57 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     device = check_device(resolve_device(t["device"]), "train.device")
     rank, world, device = _distributed(device)
     out = Path(cfg["output_dir"])
+    _check_run_folder(out, resume)
+    spec, model, dataset, train_paths = _build(cfg, device)
+    optimiser = Optimiser(model, t)
+    init = _initialise(model, spec, t["init"]) if t["init"] else None
+    start, best, trained = _restore(out, cfg, optimiser) if resume else (0, float("-inf"), 0.0)
+    recorder = None
+    if rank == 0:  # the folder is made only now that the run is checked, and is not left empty
+        info = {
+            "trained": True,
+            "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
+        }
+        if init is not None:
+            info["init"] = init
+        recorder = Recorder(cfg, spec, device, resume, best, info)
+    net = DistributedDataParallel(model) if world > 1 else model
+    loader = _loader(dataset, t, start, rank, world, device)
+    bar = progress_bar(
+        t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
+    )
+    model.train()
+    with bar:  # the logs' seconds count the whole run, resumptions included
+        _steps(net, loader, optimiser, recorder, bar, t, device, start, time.time() - trained)
+    if world > 1:
+        dist.barrier()
+    if recorder is not None:
+        recorder.logs.close()
+    best_path = out / BEST
+    return best_path if best_path.exists() else out / LAST
+
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse an ``output_dir`` that holds no run to resume, or one that a new run would
+    overwrite."""
     check_folder_name(out, "output_dir")
-    state_path = out / "state.safetensors"
-    written = [out / n for n in RUN_FILES]
-    found = [p.name for p in written if check_regular(p)]
+    found = [name for name in RUN_FILES if check_regular(out / name)]
     for name in LOGS:
         check_regular(out / name)
-    if resume and state_path.name not in found:
-        raise MRSRError(f"{state_path}: nothing to resume from (no training state)")
+    if resume and STATE not in found:
+        raise MRSRError(f"{out / STATE}: nothing to resume from (no training state)")
     if not resume and found:
         raise MRSRError(
             f"{out}: holds a training run already ({', '.join(found)}); pass --resume to "
             "continue it, or choose another output_dir"
         )
+
+
+def _build(cfg: dict, device: str) -> tuple[ModelSpec, torch.nn.Module, PatchPairs, list[Path]]:
+    """The network to train (seeded, and checked to fit in ``device``'s memory first), its
+    patch pairs and the training volumes they come from."""
+    t, deg = cfg["train"], cfg["degradation"]
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
-    deg = cfg["degradation"]
     torch.manual_seed(t["seed"])
     spec = ModelSpec.create(cfg["model"]["name"], deg["scale"], deg["method"], options)
     _check_memory(spec, t, device)
@@ -206,38 +243,118 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         lowpass=cfg["augment"]["lowpass"],
         on_device=degrade_on(t["degrade_on"], device) == "device",
     )
+    return spec, model, dataset, train_paths
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t["lr_step"], gamma=t["lr_gamma"])
-    ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
-    start, best, trained = 0, float("-inf"), 0.0
-    init = _initialise(model, spec, t["init"]) if t["init"] else None
-    if resume:
-        state = load_state(state_path)
-        if _comparable(json.loads(state["config"])) != _comparable(cfg):
-            raise MRSRError(f"{state_path}: the config differs from the run being resumed")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+
+class Optimiser:
+    """Adam with step decay, gradient clipping and the EMA of the weights (``train.ema``):
+    what each step changes, and so what a resumed run restores."""
+
+    def __init__(self, model: torch.nn.Module, t: dict) -> None:
+        self.model, self.grad_clip, self.decay = model, t["grad_clip"], t["ema"]
+        self.adam = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.adam, t["lr_step"], gamma=t["lr_gamma"]
+        )
+        self.ema = [p.detach().clone() for p in model.parameters()] if t["ema"] else None
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.adam.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.adam.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.ema, self.model.parameters()):
+                    e.lerp_(p.detach(), 1 - self.decay)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state(self) -> dict:
+        """The weights, Adam's and the scheduler's state, the RNG and the EMA."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.adam.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "ema": self.ema,
+        }
+
+    def load(self, state: dict) -> None:
+        """Restore what :meth:`state` returned."""
+        self.model.load_state_dict(state["model"])
+        self.adam.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        ema = state.get("ema") or ema
-        start, best = state["step"], state["best"]
-        trained = float(state.get("seconds", 0.0))  # before this resumption
-    if rank == 0:  # the folder is made only now that the run is checked, and is not left empty
-        validator = (
+        self.ema = state.get("ema") or self.ema
+
+
+def _restore(out: Path, cfg: dict, optimiser: Optimiser) -> tuple[int, float, float]:
+    """Load the state of the run in ``out`` into ``optimiser``; return the step it reached, its
+    best validation PSNR and the seconds it trained (before this resumption)."""
+    state = load_state(out / STATE)
+    if _comparable(json.loads(state["config"])) != _comparable(cfg):
+        raise MRSRError(f"{out / STATE}: the config differs from the run being resumed")
+    optimiser.load(state)
+    return state["step"], state["best"], float(state.get("seconds", 0.0))
+
+
+class Recorder:
+    """Rank 0's share of a run: the output folder, its logs, validation, the checkpoints and the
+    state to resume from."""
+
+    def __init__(
+        self, cfg: dict, spec: ModelSpec, device: str, resume: bool, best: float, info: dict
+    ) -> None:
+        self.cfg, self.spec, self.best, self.info = cfg, spec, best, info
+        self.out = Path(cfg["output_dir"])
+        self.validator = (
             Validator(volume_paths(cfg["data"]["val"], "data.val"), spec, device)
             if cfg["data"]["val"]
             else None
         )
-        with new_folder(out):
-            for path in written:
-                remove_stale_temporaries(path)  # left by a run killed while saving
-            logs = Logs(out, resume)
-        if validator and not resume:
-            for name, values in validator.baselines.items():
-                logs.metrics(0, name, values)
-    net = DistributedDataParallel(model) if world > 1 else model
-    loader = torch.utils.data.DataLoader(
+        with new_folder(self.out):
+            for name in RUN_FILES:
+                remove_stale_temporaries(self.out / name)  # left by a run killed while saving
+            self.logs = Logs(self.out, resume)
+        if self.validator and not resume:
+            for name, values in self.validator.baselines.items():
+                self.logs.metrics(0, name, values)
+
+    def checkpoint(self, step: int, optimiser: Optimiser, began: float) -> None:
+        """Validate the weights (the EMA if kept) and save them as the last checkpoint, and as
+        the best when their PSNR is; then save the state to resume from."""
+        model = optimiser.model
+        weights = _swap(model, optimiser.ema)
+        values = self.validator(model) if self.validator else None
+        self.info.update(steps=step, val=values)
+        save_checkpoint(self.out / LAST, model, _with_info(self.spec, self.info))
+        if values is not None:
+            self.logs.metrics(step, self.spec.network, values)
+            if values["psnr"] > self.best:
+                self.best = values["psnr"]
+                save_checkpoint(self.out / BEST, model, _with_info(self.spec, self.info))
+        _swap(model, weights)
+        save_state(
+            self.out / STATE,
+            {
+                "step": step,
+                "best": self.best,
+                "seconds": time.time() - began,
+                **optimiser.state(),
+                "config": json.dumps(self.cfg),
+            },
+        )
+
+
+def _loader(
+    dataset: PatchPairs, t: dict, start: int, rank: int, world: int, device: str
+) -> torch.utils.data.DataLoader:
+    """The batches of steps ``start + 1`` to ``train.max_steps`` for this rank."""
+    return torch.utils.data.DataLoader(
         dataset,
         batch_size=t["batch_size"],
         sampler=StepIndices(start, t["max_steps"], t["batch_size"], rank, world),
@@ -245,83 +362,47 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
         collate_fn=collate_slices if dataset.on_device else None,
         pin_memory=dataset.on_device and torch.device(device).type == "cuda",
     )
+
+
+def _steps(
+    net: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimiser: Optimiser,
+    recorder: Recorder | None,
+    bar: Any,
+    t: dict,
+    device: str,
+    start: int,
+    began: float,
+) -> None:
+    """The step loop; rank 0 (the one with a ``recorder``) logs the mean loss every
+    ``train.log_every`` steps and checkpoints every ``train.val_every``."""
+    dataset = loader.dataset
     autocast = (
         torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
         if t["precision"] == "bf16"
         else contextlib.nullcontext()
     )
-    info = {
-        "trained": True,
-        "data": {"train": [p.name for p in train_paths], "contrast": cfg["data"]["contrast"]},
-    }
-    if init is not None:
-        info["init"] = init
-    bar = progress_bar(
-        t["max_steps"], "training", "step", enabled=rank == 0 and progress, initial=start
-    )
-    model.train()
-    began, window = time.time() - trained, []  # the logs' seconds count the whole run
-    last = out / "last.safetensors"
-    with bar:
-        for step, batch in enumerate(loader, start=start + 1):
-            lr_batch, hr_batch, *skip = (
-                device_pairs(dataset, batch, device) if dataset.on_device else batch
-            )
-            with autocast:
-                pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
-                loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                with torch.no_grad():
-                    for e, p in zip(ema, model.parameters()):
-                        e.lerp_(p.detach(), 1 - t["ema"])
-            window.append(loss.item())
-            mean = sum(window) / len(window)  # the running mean since the last logged step
-            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-            bar.update(1)
-            if rank != 0:
-                continue
-            if step % t["log_every"] == 0 or step == t["max_steps"]:
-                logs.loss(
-                    step, sum(window) / len(window), scheduler.get_last_lr()[0], time.time() - began
-                )
-                window = []
-            if step % t["val_every"] == 0 or step == t["max_steps"]:
-                weights = _swap(model, ema)
-                values = validator(model) if validator else None
-                info.update(steps=step, val=values)
-                save_checkpoint(last, model, _with_info(spec, info))
-                if values is not None:
-                    logs.metrics(step, spec.network, values)
-                    if values["psnr"] > best:
-                        best = values["psnr"]
-                        save_checkpoint(out / "best.safetensors", model, _with_info(spec, info))
-                _swap(model, weights)
-                save_state(
-                    state_path,
-                    {
-                        "step": step,
-                        "best": best,
-                        "seconds": time.time() - began,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "ema": ema,
-                        "config": json.dumps(cfg),
-                    },
-                )
-    if world > 1:
-        dist.barrier()
-    if rank == 0:
-        logs.close()
-    best_path = out / "best.safetensors"
-    return best_path if best_path.exists() else last
+    window = []
+    for step, batch in enumerate(loader, start=start + 1):
+        lr_batch, hr_batch, *skip = (
+            device_pairs(dataset, batch, device) if dataset.on_device else batch
+        )
+        with autocast:
+            pred = net(lr_batch.to(device), *(u.to(device) for u in skip))
+            loss = LOSSES[t["loss"]](pred.float(), hr_batch.to(device))
+        optimiser.step(loss)
+        window.append(loss.item())
+        mean = sum(window) / len(window)  # the running mean since the last logged step
+        bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        bar.update(1)
+        if recorder is None:
+            continue
+        if step % t["log_every"] == 0 or step == t["max_steps"]:
+            recorder.logs.loss(step, mean, optimiser.lr(), time.time() - began)
+            window = []
+        if step % t["val_every"] == 0 or step == t["max_steps"]:
+            recorder.checkpoint(step, optimiser, began)
 
 
 def _check_memory(spec: ModelSpec, t: dict, device: str) -> None:
