@@ -267,23 +267,15 @@ class Pipeline(Saving):
         (``init``), an untrained one starts from scratch. The best weights are loaded into this
         pipeline; returns the checkpoint path.
         """
-        from mrsr.training import resolve_config
+        from mrsr.training import model_config
         from mrsr.training import train as run
 
         OPTIONS["path"].check(output_dir, "output_dir")
         OPTIONS["resume"].check(resume, "resume")
-        raw = {
-            "data": {"train": train, "val": val},
-            "degradation": {"method": self.spec.degradation, "scale": self.spec.scale},
-            "model": {"name": self.spec.network, **self.spec.options},
-            "train": {"init": None if self.weights is None else str(self.weights), **train_options},
-            "output_dir": str(output_dir),
-        }
-        path = run(
-            resolve_config(raw, origin="Pipeline.fit"),
-            resume=resume,
-            progress=self.settings.progress,
+        cfg = model_config(
+            self.spec, train, val, output_dir, self.weights, train_options, origin="Pipeline.fit"
         )
+        path = run(cfg, resume=resume, progress=self.settings.progress)
         self.spec, self.network = load_checkpoint(path)
         self.weights = path
         return path

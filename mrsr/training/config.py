@@ -16,11 +16,12 @@ from typing import Any
 import yaml
 
 from mrsr import degradations, networks
+from mrsr.checkpoint import ModelSpec
 from mrsr.errors import MRSRError, shown
 from mrsr.options import NETWORK_OPTIONS, OPTIONS, check_options
 from mrsr.zoo import shipped_weights
 
-__all__ = ["DEFAULTS", "load_config", "resolve_config"]
+__all__ = ["DEFAULTS", "load_config", "model_config", "resolve_config"]
 
 DEFAULTS: dict[str, Any] = {
     "data": {"train": None, "val": None, "contrast": None},
@@ -192,6 +193,28 @@ def resolve_config(
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise MRSRError(f"{origin}: data.{key} must be a path or a list of paths")
     return _absolute_paths(cfg, base or Path.cwd())
+
+
+def model_config(
+    spec: ModelSpec,
+    train: str | list[str],
+    val: str | list[str] | None = None,
+    output_dir: str | os.PathLike = "runs/mrsr",
+    init: str | os.PathLike | None = None,
+    train_options: Mapping[str, Any] | None = None,
+    origin: str = "config",
+) -> dict:
+    """The resolved config that trains the network ``spec`` describes (options, scale and
+    degradation) on the volumes ``train``, starting from the weights of checkpoint ``init``
+    (fine-tuning) or from scratch; ``train_options`` are keys of the ``train`` section."""
+    raw = {
+        "data": {"train": train, "val": val},
+        "degradation": {"method": spec.degradation, "scale": spec.scale},
+        "model": {"name": spec.network, **spec.options},
+        "train": {"init": None if init is None else str(init), **(train_options or {})},
+        "output_dir": str(output_dir),
+    }
+    return resolve_config(raw, origin=origin)
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
