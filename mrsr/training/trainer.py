@@ -174,8 +174,8 @@ def train(cfg: dict, resume: bool = False, progress: bool = True) -> Path:
     out = Path(cfg["output_dir"])
     _check_run_folder(out, resume)
     spec, model, dataset, train_paths = _build(cfg, device)
+    init = _initialise(model, spec, t["init"]) if t["init"] else None  # before the EMA's copy
     optimiser = Optimiser(model, t)
-    init = _initialise(model, spec, t["init"]) if t["init"] else None
     start, best, trained = _restore(out, cfg, optimiser) if resume else (0, float("-inf"), 0.0)
     recorder = None
     if rank == 0:  # the folder is made only now that the run is checked, and is not left empty

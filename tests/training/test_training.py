@@ -376,10 +376,14 @@ def _tiny_run(workdir, name: str, **train_keys) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_init_starts_from_a_checkpoint_s_weights(workdir):
+@pytest.mark.parametrize("ema", [None, 0.999])
+def test_init_starts_from_a_checkpoint_s_weights(workdir, ema):
+    """Also the average of the weights (``train.ema``), which the checkpoint holds: it starts
+    from the initial weights, not from the random ones they replaced."""
     first = _tiny_run(workdir, "first")
     # one step at a negligible learning rate: the weights are the initial ones, to ~1e-12
-    tuned = _tiny_run(workdir, "tuned", init="first/last.safetensors", max_steps=1, lr=1e-12)
+    keys = dict(init="first/last.safetensors", max_steps=1, lr=1e-12, ema=ema)
+    tuned = _tiny_run(workdir, "tuned", **keys)
     fresh = _tiny_run(workdir, "fresh", max_steps=1, lr=1e-12)
     assert first.keys() == tuned.keys()
     for key in first:
