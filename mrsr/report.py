@@ -53,6 +53,7 @@ __all__ = [
     "choose_slices",
     "format_tables",
     "paired_test_note",
+    "show_plane",
     "slice_figures",
     "to_csv",
     "to_json",
@@ -65,7 +66,7 @@ PANEL_INCHES = 2.4  # width and height of one image panel
 HEADER_INCHES = 0.6  # room for the figure title
 ROWS = 3  # images, their zoomed squares, errors
 PROFILE_INCHES = (6.4, 3.6)
-TABLES = ("metrics.csv", "summary.csv", "report.md")
+TABLES = ("metrics.csv", "summary.csv", "report.md", "report.html")
 _DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4}
 _CAPTION = {
     "radiological": "radiological convention: axial and coronal slices with the patient's right "
@@ -255,24 +256,27 @@ def _window(centre: int, n: int) -> tuple[int, int]:
     return max(centre - _HALF_WINDOW, 0), min(centre + _HALF_WINDOW, n - 1)
 
 
-def _label_edges(ax: object, view: View) -> None:
-    """The anatomical letters at the middle of the image's four edges."""
-    style = dict(transform=ax.transAxes, color="yellow", fontsize=7, fontweight="bold")
+def show_plane(ax: object, image: np.ndarray, view: View, title: str, **style: object) -> object:
+    """Draw a displayed plane (:meth:`View.show`) on ``ax`` with its physical aspect, ``title``
+    and the anatomical letters at the middle of its four edges; returns the ``AxesImage``."""
+    shown = ax.imshow(image, aspect=view.aspect, origin="upper", interpolation="nearest", **style)
+    ax.set_title(title, fontsize=7)
+    letters = dict(transform=ax.transAxes, color="yellow", fontsize=7, fontweight="bold")
     left, right, top, bottom = view.labels
-    ax.text(0.01, 0.5, left, ha="left", va="center", **style)
-    ax.text(0.99, 0.5, right, ha="right", va="center", **style)
-    ax.text(0.5, 0.99, top, ha="center", va="top", **style)
-    ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
+    ax.text(0.01, 0.5, left, ha="left", va="center", **letters)
+    ax.text(0.99, 0.5, right, ha="right", va="center", **letters)
+    ax.text(0.5, 0.99, top, ha="center", va="top", **letters)
+    ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **letters)
+    return shown
 
 
 def _comparison(panels: Panels, mask: np.ndarray, view: View, edge: Edge, title: str) -> Figure:
     """Three rows: the images (the zoomed square outlined), the zoomed squares, the errors."""
     ref = panels[-1][1]
-    shown = dict(aspect=view.aspect, origin="upper", interpolation="nearest")
-    grey = dict(cmap="gray", vmin=np.percentile(ref, 0.5), vmax=np.percentile(ref, 99.5), **shown)
+    grey = dict(cmap="gray", vmin=np.percentile(ref, 0.5), vmax=np.percentile(ref, 99.5))
     errors = [np.abs(p - ref) for _, p in panels[:-1]]
     vmax = max(float(np.percentile(errors, 99.5)), 1e-12)
-    heat = dict(cmap="inferno", vmin=0, vmax=vmax, **shown)
+    heat = dict(cmap="inferno", vmin=0, vmax=vmax)
     r0, r1, c0, c1 = _zoom_box(mask)
     n = len(panels)
     fig = Figure(figsize=(n * PANEL_INCHES, ROWS * PANEL_INCHES + HEADER_INCHES), dpi=DPI)
@@ -281,17 +285,14 @@ def _comparison(panels: Panels, mask: np.ndarray, view: View, edge: Edge, title:
     for ax in axes.flat:
         ax.set_axis_off()
     for col, (name, image) in enumerate(panels):
-        axes[0, col].imshow(image, **grey)
-        axes[0, col].set_title(name, fontsize=7)
-        _label_edges(axes[0, col], view)
+        show_plane(axes[0, col], image, view, name, **grey)
         outline = Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="yellow")
         axes[0, col].add_patch(outline)
-        axes[1, col].imshow(image[r0:r1, c0:c1], **grey)
+        zoom = image[r0:r1, c0:c1]
+        axes[1, col].imshow(zoom, aspect=view.aspect, interpolation="nearest", **grey)
         axes[1, col].set_title("zoomed (yellow square)", fontsize=7)
     for col, error in enumerate(errors):
-        image = axes[2, col].imshow(error, **heat)
-        axes[2, col].set_title("|error|", fontsize=7)
-        _label_edges(axes[2, col], view)
+        image = show_plane(axes[2, col], error, view, "|error|", **heat)
     r, c, along = edge
     span = _window((r, c)[along], ref.shape[along])
     xs, ys = ((c, c), span) if along == 0 else (span, (r, r))
@@ -391,12 +392,15 @@ def write_report(
     clashes = [name for name in TABLES if check_regular(out / name)]
     if clashes and not overwrite:
         raise MRSRError(f"{out}: already holds {', '.join(clashes)}; pass --overwrite to replace")
+    from mrsr import html_report  # here: it imports this module
+
     with new_folder(out), atomic_files() as new:
-        rows, pictures = [], []
+        rows, pictures, sections = [], [], []
         for case in cases:
             rows += case.rows
             if figures:
                 pictures += _figures(new, out, case, None, overwrite, convention)
+                sections.append((case.name, html_report.case_section(case, against, convention)))
         if not rows:
             raise MRSRError("nothing to report: no volumes were evaluated")
         lines = ["# mrsr evaluation", ""]
@@ -404,10 +408,12 @@ def write_report(
         lines += [f"- {key}: {value}" for key, value in (settings or {}).items()]
         lines += ["", format_tables(rows, against, markdown=True), ""]
         lines += [f"![{p.stem}]({p.name})" for p in pictures]
+        summary = html_report.evaluation_summary(rows, against)
         texts = {
             "metrics.csv": to_csv(rows),
             "summary.csv": to_csv(summarize(rows, against)),
             "report.md": "\n".join(lines) + "\n",
+            "report.html": html_report.page("mrsr evaluation", sections, summary, settings),
         }
         for name, text in texts.items():
             with new(out / name, overwrite) as stream:
