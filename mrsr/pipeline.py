@@ -57,15 +57,22 @@ class Pipeline(Saving):
         degradation: the acquisition model the network is for (a name of
             :data:`mrsr.degradations.DEGRADATIONS`); it fixes the sampling grid, hence the output
             affine.
-        batch_size, device, axis, tta, precision, data_consistency, nonnegative, progress: the
+        batch_size: slices per batch. This and the next seven are the
             :class:`mrsr.inference.InferenceSettings`, held as ``self.settings`` with the
-            device and precision chosen (``self.device``, ``self.precision``);
-            ``data_consistency=True`` means weight 1.
-        through_plane_budget, slice_thickness, slice_profile: for a target grid finer along
-            thick slices (:meth:`plan`): seconds of through-plane training
+            device and precision chosen (``self.device``, ``self.precision``).
+        device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        axis: the slice axis (``None``: from the header).
+        tta: average over flips (and quarter turns for square pixels).
+        precision: ``"auto"`` (bf16 where the device computes it natively), ``"fp32"``, ``"bf16"``.
+        data_consistency: weight 0 to 1 of the measured k-space block put back (``True``: 1).
+        nonnegative: clamp at 0 (``None``: where the input has no negative voxel).
+        progress: a bar on stderr.
+        through_plane_budget: for a target grid finer along thick slices (:meth:`plan`):
+            seconds of through-plane training
             (:func:`mrsr.throughplane.super_resolve_through_plane`; 0: cubic B-spline
-            interpolation instead), the slices' thickness in mm (default: their spacing) and
-            profile (a name of :data:`mrsr.slice_profiles.PROFILES`).
+            interpolation instead).
+        slice_thickness: the thick slices' thickness in mm (default: their spacing).
+        slice_profile: their profile, a name of :data:`mrsr.slice_profiles.PROFILES`.
         **options: constructor options of the named network.
 
     Every argument is checked against the declared options (:mod:`mrsr.options`) and every
