@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mrsr import __version__
-from mrsr.cli import degrade, evaluate, throughplane, train, upscale
+from mrsr.cli import bundle, degrade, evaluate, throughplane, train, upscale
 from mrsr.cli.common import message
 from mrsr.errors import one_line
 from mrsr.files import write_error
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train(sub)
     train.add_models(sub)
     throughplane.add_throughplane(sub)
+    bundle.add_export_bundle(sub)
     for p in (parser, *sub.choices.values()):  # before or after the command name
         default = argparse.SUPPRESS if p is not parser else NORMAL
         loud = p.add_mutually_exclusive_group()
