@@ -31,13 +31,17 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrsr import __version__, degradations, zoo
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line
 from mrsr.files import atomic_files, check_regular, new_folder, read_regular
 from mrsr.options import OPTIONS
+from mrsr.progress import note
+
+if TYPE_CHECKING:
+    from mrsr.pipeline import Pipeline
 
 __all__ = ["WEIGHTS", "export_bundle", "load_bundle_model", "upscale_folder"]
 
@@ -93,7 +97,8 @@ def export_bundle(
     name = shipped.name if shipped else weights.stem
     sha256 = hashlib.sha256(content).hexdigest()
     metadata = _metadata(spec, network, name, shipped is not None, sha256)
-    card = shipped.card.read_text("utf-8") if shipped else _card(spec, name)
+    has_card = shipped is not None and shipped.card.is_file()
+    card = shipped.card.read_text("utf-8") if has_card else _card(spec, name)
     files = {
         "configs/metadata.json": _json(metadata),
         "configs/inference.json": _json(inference_config()),
@@ -131,7 +136,7 @@ def inference_config() -> dict[str, Any]:
     }
 
 
-def load_bundle_model(ckpt_path: str | os.PathLike, **settings: Any) -> Any:
+def load_bundle_model(ckpt_path: str | os.PathLike, **settings: Any) -> Pipeline:
     """The :class:`mrsr.Pipeline` of a bundle's weights file (``settings``: its inference
     options, as ``device``), read with mrsr's safetensors loader; a missing file is refused
     with what to pass instead."""
@@ -147,7 +152,7 @@ def load_bundle_model(ckpt_path: str | os.PathLike, **settings: Any) -> Any:
 
 
 def upscale_folder(
-    pipe: Any,
+    pipe: Pipeline,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     overwrite: bool = False,
@@ -160,7 +165,6 @@ def upscale_folder(
     from mrsr.batch import Job, gather
     from mrsr.io import FORMATS, list_volumes
     from mrsr.outputs import check_folder_name, plan_folder, plan_outputs
-    from mrsr.progress import note
 
     OPTIONS["path"].check(dataset_dir, "dataset_dir")
     OPTIONS["path"].check(output_dir, "output_dir")
@@ -179,15 +183,12 @@ def upscale_folder(
         if plan.finished:
             note(f"skipping {len(plan.finished)} finished outputs")
         jobs = [Job(src, (out,)) for src, out in plan.jobs]
-        outcomes = pipe.batch(overwrite=overwrite).each(jobs, plan)
-        done = gather((k, _noted(jobs[k], outcome, note)) for k, outcome in outcomes)
-    return done
-
-
-def _noted(job: Any, outcome: Any, note: Any) -> Any:
-    if not isinstance(outcome, BaseException):
-        note(one_line(f"{job.source} -> {outcome}"))
-    return outcome
+        outcomes = []
+        for k, outcome in pipe.batch(overwrite=overwrite).each(jobs, plan):
+            if not isinstance(outcome, BaseException):
+                note(one_line(f"{jobs[k].source} -> {outcome}"))
+            outcomes.append((k, outcome))
+        return gather(outcomes)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -349,7 +350,7 @@ This is a MONAI bundle of the mrsr model `{name}`. MONAI's runner needs `pip ins
 
 ```bash
 python -m monai.bundle run --config_file BUNDLE/configs/inference.json \\
-    --bundle_root BUNDLE --dataset_dir IN --output_dir OUT [--device cpu] [--overwrite true]
+    --bundle_root BUNDLE --dataset_dir IN --output_dir OUT [--device cpu] [--overwrite]
 ```
 
 Every volume of `IN` is super-resolved into `OUT` as `mrsr upscale IN OUT --model
