@@ -1,21 +1,29 @@
 """The documentation holds together: every relative link resolves, every mrsr name it cites exists,
-README's quick start is the two commands users (and CI) run, its Python examples compile, and
-every example in a docstring runs as written."""
+README's quick start is the two commands users (and CI) run, its Python examples compile, every
+example in a docstring runs as written, the site lists every page and every command, and it builds
+with warnings as errors."""
 
+import argparse
 import doctest
 import importlib
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import mrsr
+from mrsr.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("docs", "mrsr", "pipelines", "benchmarks", "examples", "tests")
 PAGES = sorted([*ROOT.glob("*.md"), *(p for d in SOURCES for p in (ROOT / d).rglob("*.md"))])
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+CARDS = sorted((ROOT / "mrsr" / "data" / "weights").glob("*.md"))
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -118,3 +126,79 @@ PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 def test_python_examples_in_the_docs_compile(page):
     for block in PYTHON.findall(page.read_text("utf-8")):
         compile(block, str(page), "exec")
+
+
+class _Tags(yaml.SafeLoader):
+    """mkdocs.yml's YAML, its ``!!python/...`` tags read as plain values."""
+
+
+_Tags.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+
+
+def nav_paths(nav) -> list[str]:
+    """The files a MkDocs ``nav`` lists, in order."""
+    if isinstance(nav, str):
+        return [nav]
+    items = nav.values() if isinstance(nav, dict) else nav
+    return [path for item in items for path in nav_paths(item)]
+
+
+def left_out(nav) -> list[str]:
+    """Pages of the site missing from ``nav`` (as its paths: docs/ pages below docs/, model cards
+    at their path in the repository), then nav entries with no file."""
+    listed = nav_paths(nav)
+    pages = [p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")]
+    pages += [p.relative_to(ROOT).as_posix() for p in CARDS]
+    missing = [p for p in sorted(pages) if p not in listed]
+    return missing + [
+        p for p in listed if not ((ROOT / "docs" / p).is_file() or (ROOT / p).is_file())
+    ]
+
+
+def test_the_site_lists_every_page_and_model_card():
+    nav = yaml.load((ROOT / "mkdocs.yml").read_text("utf-8"), Loader=_Tags)["nav"]
+    assert left_out(nav) == []
+    assert left_out([*nav, {"gone": "no_such_page.md"}]) == ["no_such_page.md"]
+    assert left_out(nav[1:]) == [nav_paths(nav[0])[0]]
+
+
+def commands() -> dict[str, argparse.ArgumentParser]:
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def tabled(page: Path) -> list[str]:
+    """The commands the first column of ``page``'s tables names (`mrsr NAME ...`)."""
+    return re.findall(r"^\| `mrsr ([\w-]+)", page.read_text("utf-8"), re.M)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/commands.md"])
+def test_the_command_tables_list_every_command(page):
+    assert sorted(tabled(ROOT / page)) == sorted(commands())
+
+
+@pytest.mark.slow
+def test_the_site_builds_with_warnings_as_errors(tmp_path):
+    """`mkdocs build --strict`: no broken link or anchor, no page outside the nav, no docstring
+    that mkdocstrings cannot read; the commands page holds every command's options."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    page = (tmp_path / "commands" / "index.html").read_text("utf-8")
+    for name, parser in commands().items():
+        assert f'id="mrsr-{name}"' in page
+        for action in parser._actions:
+            assert all(option in page for option in action.option_strings), (name, action)
+    reference = (tmp_path / "reference" / "pipeline" / "index.html").read_text("utf-8")
+    assert 'id="mrsr.pipeline.Pipeline.save_all"' in reference  # inherited methods too
+    assert ":func:" not in reference and 'href="../throughplane/#mrsr.throughplane' in reference
+    notebook = (tmp_path / "examples" / "clinical_evaluation" / "index.html").read_text("utf-8")
+    assert "Pipeline" in notebook
+    for card in CARDS:
+        assert (tmp_path / "mrsr/data/weights" / card.stem / "index.html").is_file()
