@@ -23,6 +23,7 @@ import numpy as np
 from mrsr import __version__
 
 FACTS = "mrsr_facts"  # meta key: what a step measured about its result, for the record
+SIDECAR = "sidecar"  # record key: further top-level keys of the JSON sidecar
 
 __all__ = [
     "add_facts",
@@ -80,17 +81,20 @@ def record(operation: str, source: Any, result: Any, **settings: Any) -> dict:
 
 
 def through_plane_settings(
-    budget_s: float | None,
+    *,
+    steps: int | None,
+    max_time_s: float | None,
     thickness_mm: float | None,
     profile: str | None,
-    steps: int | None = None,
-    seed: int | None = None,
 ) -> dict[str, Any]:
-    """The settings of a through-plane step, under the same keys in every command's record."""
+    """The settings of a through-plane step, under the same keys in every command's record:
+    the training ``steps`` asked for, the time cap (``None``: none), and the slice thickness and
+    profile as given. What the step did (steps trained, whether the cap cut them short, the
+    seed, the profile trained for) are the facts it notes
+    (:func:`mrsr.throughplane.super_resolve_through_plane`)."""
     return {
-        "through_plane_budget_s": budget_s,
         "through_plane_steps": steps,
-        "through_plane_seed": seed,
+        "through_plane_max_time_s": max_time_s,
         "slice_thickness_mm": thickness_mm,
         "slice_profile": profile,
     }
@@ -146,10 +150,12 @@ def check_sidecar(path: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def sidecar_text(rec: Mapping) -> str:
-    """The sidecar's JSON of the record ``rec``: BIDS keys, the record under ``mrsr``."""
+    """The sidecar's JSON of the record ``rec``: BIDS keys, the record under ``mrsr``; the
+    keys of ``rec[SIDECAR]`` (a BIDS derivative's metadata, :mod:`mrsr.derivatives`) on top."""
     content = {
         "Description": short_description(rec),
         "Sources": [rec["source"]] if rec.get("source") else [],
-        "mrsr": dict(rec),
+        **rec.get(SIDECAR, {}),
+        "mrsr": {key: value for key, value in rec.items() if key != SIDECAR},
     }
     return json.dumps(content, indent=2, default=str) + "\n"

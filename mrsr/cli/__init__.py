@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mrsr import __version__
-from mrsr.cli import bundle, degrade, evaluate, throughplane, train, upscale
+from mrsr.cli import bids, bundle, degrade, evaluate, throughplane, train, upscale
 from mrsr.cli.common import message
 from mrsr.errors import one_line
 from mrsr.files import write_error
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     degrade.add_degrade(sub)
     upscale.add_upscale(sub)
+    bids.add_bids(sub)
     evaluate.add_demo(sub)
     evaluate.add_evaluate(sub)
     train.add_train(sub)
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["mrsr", *(sys.argv[1:] if argv is None else argv)]  # as typed
     set_level(args.level)
     stdout, sys.stdout = sys.stdout, _Named(sys.stdout)
     try:

@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mrsr.cli.common import (
     INFERENCE,
@@ -20,6 +22,11 @@ from mrsr.cli.common import (
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
+from mrsr.settings import UPSCALE_THROUGH_PLANE_STEPS
+
+if TYPE_CHECKING:
+    from mrsr.batch import Task
+    from mrsr.pipeline import Pipeline
 
 EXAMPLES = """examples:
   mrsr upscale t1_lr.nii.gz t1_sr.nii.gz --model my_model.safetensors
@@ -126,15 +133,18 @@ def _default_model(volume, target: dict, models: dict, options: dict):
     return models[model.scale]
 
 
-def _outcomes(pipe, plan, args, chosen, models, options, single):
+def _outcomes(pipe, plan, args, chosen, models, options, single, wrap):
     """``(index, output path or exception)`` of every job of ``plan``, in order: one runner
     (:meth:`mrsr.Pipeline.batch`) with read-ahead and write-behind, or, when the model is
-    chosen per volume from its grid, one volume at a time."""
+    chosen per volume from its grid, one volume at a time; ``wrap`` (if any) wraps the task
+    (:class:`mrsr.batch.Task`) of each volume."""
     from mrsr.batch import Job
 
     target = dict(voxel_size=args.voxel_size, like=args.like)
     choose = partial(_default_model, target=target, models=models, options=options)
     runner = pipe.batch(args.dtype, args.overwrite, choose=choose if chosen else None, **target)
+    if wrap is not None:
+        runner.task = wrap(runner.task)
     jobs = [Job(src, (dst,)) for src, dst in plan.jobs]
 
     def started(k: int) -> None:
@@ -149,7 +159,8 @@ def _through_plane(args: argparse.Namespace) -> dict:
     """The through-plane options given (the others keep :class:`mrsr.Pipeline`'s defaults);
     refused without --voxel-size or --like, where they would be silently unused."""
     given = {
-        "--through-plane-budget": ("through_plane_budget", args.through_plane_budget),
+        "--through-plane-steps": ("through_plane_steps", args.through_plane_steps),
+        "--through-plane-max-time": ("through_plane_max_time", args.through_plane_max_time),
         "--slice-thickness": ("slice_thickness", args.slice_thickness),
         "--profile": ("slice_profile", args.profile),
     }
@@ -169,27 +180,43 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     jobs = _volume_jobs(args.input, args.output)
     single = len(jobs) == 1 and jobs[0] == (args.input, args.output)
     with contextlib.nullcontext() if single else new_folder(args.output):  # never left empty
-        _upscale(args, jobs, single)
+        upscale_jobs(args, jobs, single)
 
 
-def _upscale(args: argparse.Namespace, jobs: list[tuple[Path, Path]], single: bool) -> None:
-    from mrsr.outputs import OutputBusy, plan_outputs
+def load_pipeline(args: argparse.Namespace) -> tuple[Pipeline, dict]:
+    """The pipeline that upscale's options ask for, and the inference options it was built with."""
     from mrsr.pipeline import load_model
+
+    options = inference_options(args, device=_device(args.device), progress=True)
+    options.update(_through_plane(args))
+    return load_model(args.model, args.scale, **options), options
+
+
+def upscale_jobs(
+    args: argparse.Namespace,
+    jobs: list[tuple[Path, Path]],
+    single: bool = False,
+    loaded: tuple[Pipeline, dict] | None = None,
+    wrap: Callable[[Task], Task] | None = None,
+) -> None:
+    """Run upscale's ``jobs`` (``(input, output)`` pairs; this rank's share under torchrun,
+    finished outputs skipped unless ``single``) with the pipeline ``loaded`` by
+    :func:`load_pipeline` (else loaded here), each volume's task wrapped by ``wrap``; raises
+    naming the volumes not done."""
+    from mrsr.outputs import OutputBusy, plan_outputs
 
     like = [args.like] if args.like else []
     plan = plan_outputs(
         _rank_share(jobs), args.overwrite, skip_finished=not single, references=like
     )
-    options = inference_options(args, device=_device(args.device), progress=True)
-    options.update(_through_plane(args))
-    pipe = load_model(args.model, args.scale, **options)
+    pipe, options = loaded or load_pipeline(args)
     chosen = args.model is None and args.scale is None and bool(args.voxel_size or args.like)
     models = {pipe.scale: pipe}
     _warn(pipe, plan.jobs, args)
     if plan.finished:
         note(f"skipping {len(plan.finished)} finished outputs")
     failures, busy = [], []
-    for k, outcome in _outcomes(pipe, plan, args, chosen, models, options, single):
+    for k, outcome in _outcomes(pipe, plan, args, chosen, models, options, single, wrap):
         src, dst = plan.jobs[k]
         if not isinstance(outcome, BaseException):
             note(one_line(f"{src} -> {dst}"))
@@ -221,6 +248,13 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", type=Path, help="volume file, DICOM series folder, or folder of them")
     p.add_argument("output", type=Path, help="NIfTI file, or folder for a folder input")
+    add_upscale_options(p)
+    p.set_defaults(func=cmd_upscale)
+
+
+def add_upscale_options(p: argparse.ArgumentParser) -> None:
+    """upscale's options (model, scale, target grid, device, precision, outputs...), for every
+    command that super-resolves volumes as it does."""
     p.add_argument("--model", help="checkpoint (.safetensors), shipped model, or network name")
     p.add_argument(
         "--scale",
@@ -244,11 +278,19 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         help="put the output exactly on REF's grid (its shape and affine, any orientation)",
     )
     p.add_argument(
-        "--through-plane-budget",
-        type=OPTIONS["through_plane_budget"].parse,
+        "--through-plane-steps",
+        type=OPTIONS["through_plane_steps"].parse,
+        metavar="N",
+        help="with --voxel-size/--like finer along thick slices: training steps of the "
+        f"through-plane network (default {UPSCALE_THROUGH_PLANE_STEPS}, about 2 minutes on 2 CPU "
+        "cores; the same output under any load; 0: cubic B-spline interpolation instead)",
+    )
+    p.add_argument(
+        "--through-plane-max-time",
+        type=OPTIONS["through_plane_max_time"].parse,
         metavar="S",
-        help="with --voxel-size/--like finer along thick slices: seconds of training for the "
-        "through-plane network (default 120; 0: cubic B-spline interpolation instead)",
+        help="stop that training after S seconds even if the steps are not done (default: no "
+        "cap; the sidecar records the steps reached)",
     )
     add_slice_profile(p)
     p.set_defaults(profile=None)  # given or not: only used with --voxel-size/--like
@@ -280,4 +322,3 @@ def add_upscale(sub: argparse._SubParsersAction) -> None:
         help="restore the measured k-space block in the output (weight 0-1, default 1)",
     )
     add_output_options(p)
-    p.set_defaults(func=cmd_upscale)
