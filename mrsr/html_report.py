@@ -31,7 +31,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -41,7 +41,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from mrsr import __version__
-from mrsr.errors import MRSRError
+from mrsr.errors import MRSRError, shown
 from mrsr.evaluation import METRICS, Case, summarize
 from mrsr.files import atomic_files, check_regular, new_folder, read_regular
 from mrsr.metrics import foreground_mask
@@ -54,8 +54,10 @@ from mrsr.resample import index_map
 __all__ = [
     "OUTLIER_Z",
     "Entry",
+    "case_cohort",
     "case_section",
     "entry_section",
+    "evaluation_summary",
     "metrics_table",
     "on_grid",
     "outliers",
@@ -83,15 +85,6 @@ class Entry:
     output: PathLike | MetaTensor
     input: PathLike | MetaTensor | None = None
     provenance: Mapping[str, Any] | None = None
-
-
-@dataclass
-class _Scores:
-    """A volume's cohort score: the measure, its robust z-score, the other columns shown."""
-
-    name: str
-    value: float
-    columns: dict[str, object] = field(default_factory=dict)
 
 
 def robust_z(values: Sequence[float]) -> np.ndarray:
@@ -126,7 +119,7 @@ def outliers(values: Sequence[float], two_sided: bool) -> tuple[np.ndarray, np.n
     return order, suspicion > OUTLIER_Z
 
 
-Cell = Union[str, tuple[float, str]]  # text, or (number, its format: ".2f", ".3g")
+Cell = Union[str, tuple[float, str], tuple[str, str]]  # text, (number, format), (text, link)
 _FORMATS = {"psnr": ".2f", "ssim": ".4f", "nrmse": ".4f"}
 
 
@@ -135,9 +128,11 @@ def _cell(cell: Cell) -> str:
     in ``data-value``."""
     if isinstance(cell, str):
         return f"<td>{html.escape(cell)}</td>"
+    if isinstance(cell[0], str):
+        return f'<td><a href="{html.escape(cell[1], quote=True)}">{html.escape(cell[0])}</a></td>'
     value, spec = cell
-    shown = f"{value:{spec}}" if math.isfinite(value) else "-"
-    return f'<td class="num" data-value="{value!r}">{shown}</td>'
+    text = f"{value:{spec}}" if math.isfinite(value) else "-"
+    return f'<td class="num" data-value="{value!r}">{text}</td>'
 
 
 def _table(
@@ -155,11 +150,12 @@ def _table(
     return f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def metrics_table(rows: Sequence[Mapping]) -> str:
-    """The rows (``name, method, psnr, ssim, nrmse``) as an HTML table: what metrics.csv holds."""
+def metrics_table(rows: Sequence[Mapping], kind: str = "metrics") -> str:
+    """The rows (``name, method, psnr, ssim, nrmse``) as an HTML table of class ``kind``: what
+    metrics.csv holds."""
     header = ["volume", "method", "PSNR (dB)", "SSIM", "NRMSE"]
     body = ([r["name"], r["method"]] + [(r[m], _FORMATS[m]) for m in METRICS] for r in rows)
-    return _table(header, body, "metrics")
+    return _table(header, body, kind)
 
 
 def _summary_table(rows: Sequence[Mapping], against: str | None) -> str:
@@ -229,16 +225,20 @@ class _Planes:
             for a, view in zip(self.axes, self.views)
         ]
 
-    def figure(self, planes: list[np.ndarray], colorbar: str | None = None, **style) -> str:
-        """One row: the three planes drawn with ``style`` (cmap, vmin, vmax), as a data URI."""
-        fig = Figure(figsize=(3 * PANEL_INCHES, PANEL_INCHES + 0.3), dpi=DPI)
-        fig.set_layout_engine("constrained")
-        axes = fig.subplots(1, 3)
-        for ax, plane, view, title in zip(axes, planes, self.views, self.titles()):
+    def figure(self, planes: list[np.ndarray], colorbar: bool = False, **style) -> str:
+        """One row: the three planes drawn with ``style`` (cmap, vmin, vmax), and its colour
+        scale with ``colorbar``, as a data URI."""
+        bar, ticks = (0.12, 0.45) if colorbar else (0.0, 0.0)  # inches
+        fig = Figure(figsize=(3 * PANEL_INCHES + bar + ticks, PANEL_INCHES + 0.25), dpi=DPI)
+        ratios = [PANEL_INCHES] * 3 + ([bar] if colorbar else [])
+        grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.06)
+        grid.update(left=0.01, right=0.99 - ticks / fig.get_figwidth(), bottom=0.05, top=0.9)
+        for i, (plane, view, title) in enumerate(zip(planes, self.views, self.titles())):
+            ax = fig.add_subplot(grid[0, i])
             ax.set_axis_off()
             image = show_plane(ax, plane, view, title, **style)
         if colorbar:
-            fig.colorbar(image, ax=list(axes), label=colorbar, shrink=0.8)
+            fig.colorbar(image, cax=fig.add_subplot(grid[0, 3]))
         return _png(fig)
 
 
@@ -265,7 +265,7 @@ def _slider(before: tuple[str, str], after: tuple[str, str]) -> str:
 def _provenance(records: Mapping[str, Any]) -> str:
     if not records:
         return ""
-    text = html.escape(json.dumps(records, indent=2, default=str))
+    text = html.escape(json.dumps(records, indent=2, default=str), quote=False)
     return f"<details><summary>provenance (JSON)</summary><pre>{text}</pre></details>"
 
 
@@ -289,27 +289,28 @@ def _section(
     grid: MetaTensor,
     images: Mapping[str, MetaTensor],
     reference: MetaTensor | None,
-    before_after: tuple[str, str],
+    before_after: tuple[str, str] | None,
     tables: str,
     provenance: Mapping[str, Any],
     convention: str,
 ) -> str:
-    """One volume's section: ``images`` (label: volume, any grid) shown on ``grid``'s planes,
-    then their errors against ``reference``, the slider between the two labels of
-    ``before_after`` (keys of ``images`` or ``"reference"``), the tables and the provenance."""
+    """One volume's section (its inner HTML): ``tables``, the slider between the two labels of
+    ``before_after`` (keys of ``images`` or ``"reference"``; none without), ``images`` (label:
+    volume, any grid) shown on ``grid``'s planes in the reference's grey window (else the last
+    image's), each beside its error against ``reference``, and the provenance."""
     planes = _Planes(grid, convention)
-    shown = {label: planes.of(on_grid(v, grid)) for label, v in images.items()}
+    drawn = {label: planes.of(on_grid(v, grid)) for label, v in images.items()}
     if reference is not None:
-        shown["reference"] = planes.of(on_grid(reference, grid))
-    window = shown["reference" if reference is not None else before_after[1]]
+        drawn["reference"] = planes.of(on_grid(reference, grid))
+    window = drawn["reference" if reference is not None else list(images)[-1]]
     pixels = np.concatenate([p.ravel() for p in window])
     grey = dict(cmap="gray", vmin=np.percentile(pixels, 0.5), vmax=np.percentile(pixels, 99.5))
-    uris = {label: planes.figure(p, **grey) for label, p in shown.items()}
+    uris = {label: planes.figure(p, **grey) for label, p in drawn.items()}
     errors = {}
     if reference is not None:
         errors = {
-            label: [np.abs(p - r) for p, r in zip(shown[label], shown["reference"])]
-            for label in shown
+            label: [np.abs(p - r) for p, r in zip(drawn[label], drawn["reference"])]
+            for label in drawn
             if label != "reference"
         }
         every = np.concatenate([e.ravel() for p in errors.values() for e in p])
@@ -318,16 +319,15 @@ def _section(
     for label, uri in uris.items():  # each image beside its error map
         figures.append(_figure(uri, label))
         if label in errors:
-            error = planes.figure(errors[label], "|error|", **heat)
+            error = planes.figure(errors[label], colorbar=True, **heat)
             figures.append(_figure(error, f"|{label} - reference|"))
-    before, after = before_after
-    slider = _slider((before, uris[before]), (after, uris[after]))
-    anchor = html.escape(name, quote=True)
+    slider = ""
+    if before_after:
+        before, after = before_after
+        slider = "<h3>Before / after</h3>" + _slider((before, uris[before]), (after, uris[after]))
     return (
-        f'<section class="volume" id="v-{anchor}"><h2>{html.escape(name)}</h2>'
-        f"{tables}<h3>Before / after</h3>{slider}<h3>Three planes</h3>"
+        f"<h2>{html.escape(name)}</h2>{tables}{slider}<h3>Three planes</h3>"
         f'<div class="figures">{"".join(figures)}</div>{_provenance(provenance)}'
-        "</section>"
     )
 
 
@@ -349,7 +349,7 @@ def case_section(case: Case, against: str | None = None, convention: str = "radi
         for m, p in case.predictions.items()
         if (rec := _read_sidecar(p, exclude=reference_file)) is not None
     }
-    tables = "<h3>Metrics</h3>" + metrics_table(case.rows)
+    tables = "<h3>Metrics</h3>" + metrics_table(case.rows, "volume-metrics")
     return _section(
         case.name, case.reference, images, case.reference, before_after, tables, records, convention
     )
@@ -370,16 +370,16 @@ def entry_section(entry: Entry, convention: str = "radiological") -> tuple[str, 
     change = float("nan")
     if entry.input is not None:
         images[INPUT] = source = _load(entry.input)
-        out, shown = _data(output), on_grid(source, output)
+        out, nearest = _data(output), on_grid(source, output)
         mask = foreground_mask(out)
         span = float(np.ptp(_data(source)))
         if mask.any() and span > 0:
-            change = float(np.sqrt(np.mean((out - shown)[mask] ** 2)) / span)
+            change = float(np.sqrt(np.mean((out - nearest)[mask] ** 2)) / span)
     images[OUTPUT] = output
     records = entry.provenance
     if records is None:
         records = _read_sidecar(output) or {}
-    before_after = (INPUT, OUTPUT) if entry.input is not None else (OUTPUT, OUTPUT)
+    before_after = (INPUT, OUTPUT) if entry.input is not None else None
     grids = _table(
         ["image", "shape", "voxel size (mm)"],
         ([label, *_grid(v)] for label, v in images.items()),
@@ -400,9 +400,12 @@ def _cohort(
     measure: tuple[str, Sequence[float]],
     two_sided: bool,
     columns: Mapping[str, Sequence[float]],
+    linked: bool,
+    spec: str = ".2f",
 ) -> str:
     """The cohort table, most suspect volume first, outliers marked, and the rule in words:
-    ``measure`` is (its name, one value per volume), ``columns`` more numbers shown."""
+    ``measure`` is (its name, one value per volume), ``columns`` more numbers shown, numbers
+    formatted by ``spec``; ``linked``: each name links to its section (:func:`page`)."""
     if len(names) < 2:
         return ""
     label, values = measure
@@ -410,8 +413,8 @@ def _cohort(
     z = robust_z(values)
     header = ["volume", *columns, label, "robust z", "outlier"]
     body = [
-        [names[i]]
-        + [(float(v[i]), ".4g") for v in (*columns.values(), values)]
+        [(names[i], f"#v{i}") if linked else names[i]]
+        + [(float(v[i]), spec) for v in (*columns.values(), values)]
         + [(float(z[i]), ".2f"), "yes" if flagged[i] else ""]
         for i in order
     ]
@@ -425,10 +428,10 @@ def _cohort(
     return f"<h3>Cohort, outliers first</h3>{table}<p class=note>{html.escape(rule)}</p>"
 
 
-def case_cohort(rows: Sequence[Mapping], against: str | None = None) -> str:
+def case_cohort(rows: Sequence[Mapping], against: str | None = None, linked: bool = True) -> str:
     """The cohort table of evaluated volumes: per volume the PSNR gain of method ``against``
     (default: the first) over the ``nearest`` baseline (the input) when the rows hold it, else
-    its PSNR; low is suspect (one-sided)."""
+    its PSNR; low is suspect (one-sided). ``linked``: the names link to the volumes' sections."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     main = methods[0] if against is None else against
     psnr = {m: {r["name"]: r["psnr"] for r in rows if r["method"] == m} for m in methods}
@@ -438,8 +441,9 @@ def case_cohort(rows: Sequence[Mapping], against: str | None = None) -> str:
         base = [psnr["nearest"][n] for n in names]
         gain = [a - b for a, b in zip(ours, base)]
         columns = {f"PSNR {main} (dB)": ours, "PSNR nearest (dB)": base}
-        return _cohort(names, (f"PSNR gain of {main} over nearest (dB)", gain), False, columns)
-    return _cohort(names, (f"PSNR of {main} (dB)", ours), False, {})
+        measure = (f"PSNR gain of {main} over nearest (dB)", gain)
+        return _cohort(names, measure, False, columns, linked)
+    return _cohort(names, (f"PSNR of {main} (dB)", ours), False, {}, linked)
 
 
 _CSS = """
@@ -479,14 +483,17 @@ def page(
     summary: str,
     settings: Mapping[str, object] | None = None,
 ) -> str:
-    """The whole page: a header, links to the ``sections`` (name, HTML), the ``summary`` HTML
-    (tables), the ``settings`` as JSON, then the sections."""
-    links = "".join(
-        f'<a href="#v-{html.escape(n, quote=True)}">{html.escape(n)}</a>' for n, _ in sections
+    """The whole page: a header, links to the ``sections`` (name, inner HTML; the ``i``-th gets
+    the anchor ``#vi``), the ``summary`` HTML (tables), the ``settings`` as JSON, then the
+    sections."""
+    links = "".join(f'<a href="#v{i}">{html.escape(n)}</a>' for i, (n, _) in enumerate(sections))
+    bodies = "".join(
+        f'<section class="volume" id="v{i}">{body}</section>'
+        for i, (_, body) in enumerate(sections)
     )
     listed = ""
     if settings:
-        text = html.escape(json.dumps(dict(settings), indent=2, default=str))
+        text = html.escape(json.dumps(dict(settings), indent=2, default=str), quote=False)
         listed = f"<details><summary>settings (JSON)</summary><pre>{text}</pre></details>"
     volumes = f"{len(sections)} volume{'s' if len(sections) != 1 else ''}" if sections else ""
     return (
@@ -497,15 +504,17 @@ def page(
         f"{' &middot; ' + volumes if volumes else ''}</p></header>"
         f"{'<nav>' + links + '</nav>' if links else ''}<main>"
         f'<section id="summary"><h2>Summary</h2>{summary}{listed}</section>'
-        f"{''.join(body for _, body in sections)}</main><script>{_JS}</script></body></html>\n"
+        f"{bodies}</main><script>{_JS}</script></body></html>\n"
     )
 
 
-def evaluation_summary(rows: Sequence[Mapping], against: str | None = None) -> str:
-    """The summary of an evaluation: the cohort table (outliers first), every row, the
-    per-method summary."""
+def evaluation_summary(
+    rows: Sequence[Mapping], against: str | None = None, linked: bool = True
+) -> str:
+    """The summary of an evaluation: the cohort table (outliers first; ``linked`` to the
+    volumes' sections), every row, the per-method summary."""
     return (
-        case_cohort(rows, against)
+        case_cohort(rows, against, linked)
         + "<h3>Metrics</h3>"
         + metrics_table(rows)
         + _summary_table(rows, against)
@@ -541,6 +550,10 @@ def write_html_report(
         raise MRSRError(f"{path}: already exists; pass --overwrite to replace it")
     sections, names, changes = [], [], []
     for entry in entries:
+        if not isinstance(entry, Entry):
+            raise MRSRError(
+                f"entries: {shown(entry)} is not an mrsr.html_report.Entry (name, output, input)"
+            )
         body, change = entry_section(entry, convention)
         sections.append((entry.name, body))
         names.append(entry.name)
@@ -550,7 +563,7 @@ def write_html_report(
     summary = ""
     if any(math.isfinite(c) for c in changes):
         measure = ("change from the input (RMS over the input's range)", changes)
-        summary = _cohort(names, measure, True, {})
+        summary = _cohort(names, measure, True, {}, True, ".4f")
     with new_folder(path.parent), atomic_files() as new:
         with new(path, overwrite) as stream:
             stream.write(page(title, sections, summary, settings).encode("utf-8"))
