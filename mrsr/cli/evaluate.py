@@ -224,7 +224,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="in-plane border voxels left out (default 0; scale with --baselines)",
     )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--report", type=Path, help="folder for CSV/Markdown tables and PNG figures")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="folder for CSV/Markdown tables, PNG figures and report.html (one self-contained "
+        "page to open in a browser)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument(
         "--convention",
