@@ -113,6 +113,8 @@ def export_bundle(
         with atomic_files() as new:
             for path, data in files.items():
                 new(folder / path, overwrite).write(data)
+    if shipped is None:
+        note(one_line(f"{folder / 'LICENSE'}: states no license; put the weights' in it to share"))
     return folder
 
 

@@ -244,10 +244,12 @@ def test_a_failed_export_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrite_replaces_a_bundle_and_a_checkpoint_gets_a_card(tmp_path):
+def test_overwrite_replaces_a_bundle_and_a_checkpoint_gets_a_card(tmp_path, capsys):
     folder = export(tmp_path)
     mine = checkpoint(tmp_path / "mine.safetensors")
+    capsys.readouterr()
     assert export(tmp_path, mine, "bundle", "--overwrite") == folder
+    assert "LICENSE: states no license" in capsys.readouterr().err
     assert files_of(folder) == FILES
     assert (folder / "models" / "model.safetensors").read_bytes() == mine.read_bytes()
     meta = json.loads((folder / "configs" / "metadata.json").read_text("utf-8"))
