@@ -195,6 +195,9 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
         assert f'id="mrsr-{name}"' in page
         for action in parser._actions:
             assert all(option in page for option in action.option_strings), (name, action)
+    assert "<code>mrsr degrade IN OUT --scale S [--method kspace|bicubic]" in page  # \| in the page
+    training = (tmp_path / "training" / "index.html").read_text("utf-8")
+    assert 'href="../pipelines/#distributed-training"' in training  # ../pipelines/README.md
     reference = (tmp_path / "reference" / "pipeline" / "index.html").read_text("utf-8")
     assert 'id="mrsr.pipeline.Pipeline.save_all"' in reference  # inherited methods too
     assert ":func:" not in reference and 'href="../throughplane/#mrsr.throughplane' in reference

@@ -6,7 +6,8 @@ GitHub. MkDocs only knows ``docs/``: this hook adds each such file, and each one
 by its path in the repository (the model cards ``mrsr/data/weights/*.md``), to the site at that
 path, and rewrites relative links between pages to where their targets land in the site. A page
 under ``docs/`` lands at its path below ``docs/``, README.md on the home page ``docs/index.md``,
-any other file at its path in the repository.
+any other file at its path in the repository. It also reads a pipe escaped in a code span of a
+table row (`` `a\\|b` ``) as GitHub does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = (".md", ".ipynb")
 # Links outside code: fenced blocks and code spans are matched first and kept as they are.
 LINK = re.compile(r"(?ms)(^```.*?^```|`[^`\n]*`)|(!?\[[^\]]*\]\()([^)\s]+)(\))")
+
+# GitHub needs `a\|b` for a pipe in a code span of a table row; Python-Markdown keeps the backslash
+# there, and splits no cell at a pipe between backticks anyway.
+TABLE_ROW = re.compile(r"(?m)^\|.*$")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
 
 log = logging.getLogger("mkdocs.hooks.repository")
 
@@ -111,4 +117,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         new = posixpath.relpath(uri, here) + hash_ + anchor
         return f"{match.group(2)}{new}{match.group(4)}"
 
-    return LINK.sub(relink, markdown)
+    return TABLE_ROW.sub(_unescape_pipes, LINK.sub(relink, markdown))
+
+
+def _unescape_pipes(row: re.Match) -> str:
+    return CODE_SPAN.sub(lambda code: code.group(0).replace("\\|", "|"), row.group(0))
