@@ -278,17 +278,12 @@ def _metadata(
     geometry = _geometry(spec)
     doc = (type(network).__doc__ or "").strip().splitlines()
     network_name = doc[0].rstrip(".") if doc else spec.network
-    image = {
-        "type": "image",
-        "format": "magnitude",
-        "modality": "MR",
-        "num_channels": 1,
-        "spatial_shape": ["*", "*", "*"],
-        "dtype": "float32",
-        "value_range": [],
-        "is_patch_data": False,
-        "channel_def": {"0": "MR image"},
-    }
+    window = f"{spec.normalisation['lower']}th to {spec.normalisation['upper']}th percentile"
+    channels = int(getattr(network, "in_channels", 1))
+    with torch.inference_mode():  # the output channels, as the network gives them
+        out_channels = network(torch.zeros(1, channels, 8, 8)).shape[1]
+    slices = _tensor(channels, f"its {window} window mapped to 0-1")
+    pred = _tensor(out_channels, f"super-resolved: {spec.scale} times as many rows and columns")
     return {
         "schema": SCHEMA,
         "version": spec.version,
@@ -302,9 +297,9 @@ def _metadata(
         "description": (
             f"{network_name}, a 2D network that mrsr applies slice by slice to every volume of "
             "dataset_dir, writing NIfTI with a JSON sidecar into output_dir. Each volume's "
-            f"{spec.normalisation['lower']}th to {spec.normalisation['upper']}th percentile "
-            "window is mapped to 0-1 for the network and the output mapped back. "
-            f"{geometry}"
+            f"{window} window is mapped to 0-1 for the network and the output mapped back. "
+            f"{geometry} network_data_format describes the network: in-plane slices in, "
+            "super-resolved slices out."
         ),
         "authors": "the mrsr developers" if shipped else "not stated",
         "copyright": "the mrsr developers" if shipped else "not stated",
@@ -319,10 +314,31 @@ def _metadata(
         "MHA/MHD or a DICOM series folder)",
         "pred_classes": f"the super-resolved volume, float32. {geometry}",
         "network_data_format": {
-            "inputs": {"image": image},
-            "outputs": {"pred": {**image, "channel_def": {"0": "super-resolved MR image"}}},
+            "inputs": {"image": slices},
+            "outputs": {"pred": pred},
         },
         "mrsr": {"model": asdict(spec), "source": name, "weights": WEIGHTS, "sha256": sha256},
+    }
+
+
+def _tensor(channels: int, what: str) -> dict[str, Any]:
+    """A tensor format of MONAI's bundle specification: ``channels`` in-plane MR slices (adjacent
+    ones when several), ``what`` done to each."""
+    names = (
+        ["an in-plane slice"]
+        if channels == 1
+        else [f"adjacent slice {c + 1} of {channels}" for c in range(channels)]
+    )
+    return {
+        "type": "image",
+        "format": "magnitude",
+        "modality": "MR",
+        "num_channels": channels,
+        "spatial_shape": ["*", "*"],
+        "dtype": "float32",
+        "value_range": [],
+        "is_patch_data": False,
+        "channel_def": {str(c): f"{n}, {what}" for c, n in enumerate(names)},
     }
 
 

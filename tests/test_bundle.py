@@ -125,6 +125,21 @@ def test_monai_config_parser_loads_the_weights_through_mrsr_never_pickle(tmp_pat
     assert all(torch.equal(got[k], v) for k, v in expected.state_dict().items())
 
 
+def test_monai_verifies_the_network_against_the_metadata(tmp_path):
+    from monai.bundle import verify_net_in_out
+
+    folder = export(tmp_path)
+    config, meta = folder / "configs" / "inference.json", folder / "configs" / "metadata.json"
+    verify_net_in_out(  # channels and dtype of network_def against network_data_format
+        net_id="network_def", config_file=str(config), meta_file=str(meta), bundle_root=str(folder)
+    )
+    parser = parser_of(folder)
+    parser["bundle_root"] = str(folder)
+    parser.parse()
+    network = parser.get_parsed_content("network_def")
+    assert network(torch.rand(1, 1, 12, 10)).shape == (1, 1, 24, 20)  # x2, slice by slice
+
+
 def test_a_relative_bundle_root_elsewhere_says_what_to_pass(tmp_path, monkeypatch):
     folder = export(tmp_path)
     monkeypatch.chdir(tmp_path)  # bundle_root "." is not the bundle
