@@ -44,6 +44,7 @@ from mrsr import __version__
 from mrsr.errors import MRSRError, shown
 from mrsr.evaluation import METRICS, Case, summarize
 from mrsr.files import atomic_files, check_regular, new_folder, read_regular
+from mrsr.io import load_volume
 from mrsr.metrics import foreground_mask
 from mrsr.options import OPTIONS
 from mrsr.orientation import View
@@ -226,11 +227,12 @@ class _Planes:
         ]
 
     def figure(self, planes: list[np.ndarray], colorbar: bool = False, **style) -> str:
-        """One row: the three planes drawn with ``style`` (cmap, vmin, vmax), and its colour
-        scale with ``colorbar``, as a data URI."""
+        """One row: the three planes drawn with ``style`` (cmap, vmin, vmax) at one physical
+        scale where the height allows, and its colour scale with ``colorbar``, as a data URI."""
         bar, ticks = (0.12, 0.45) if colorbar else (0.0, 0.0)  # inches
         fig = Figure(figsize=(3 * PANEL_INCHES + bar + ticks, PANEL_INCHES + 0.25), dpi=DPI)
-        ratios = [PANEL_INCHES] * 3 + ([bar] if colorbar else [])
+        widths = [p.shape[1] * v.spacing[1] for p, v in zip(planes, self.views)]  # mm
+        ratios = [3 * PANEL_INCHES * w / sum(widths) for w in widths] + ([bar] if colorbar else [])
         grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.06)
         grid.update(left=0.01, right=0.99 - ticks / fig.get_figwidth(), bottom=0.05, top=0.9)
         for i, (plane, view, title) in enumerate(zip(planes, self.views, self.titles())):
@@ -356,8 +358,6 @@ def case_section(case: Case, against: str | None = None, convention: str = "radi
 
 
 def _load(volume: PathLike | MetaTensor) -> MetaTensor:
-    from mrsr.io import load_volume  # here: mrsr.io imports mrsr.provenance, which is light
-
     return volume if isinstance(volume, MetaTensor) else load_volume(volume)
 
 

@@ -20,8 +20,15 @@ from PIL import Image
 
 from mrsr.cli import main
 from mrsr.errors import MRSRError
-from mrsr.evaluation import Case
-from mrsr.html_report import OUTLIER_Z, Entry, outliers, robust_z, write_html_report
+from mrsr.evaluation import Case, iter_pairs
+from mrsr.html_report import (
+    OUTLIER_Z,
+    Entry,
+    case_section,
+    outliers,
+    robust_z,
+    write_html_report,
+)
 from mrsr.provenance import record, sidecar_text
 from mrsr.report import write_report
 
@@ -208,6 +215,29 @@ def test_a_report_without_reference_shows_inputs_outputs_and_sidecars(tmp_path, 
     with pytest.raises(MRSRError, match="is not an mrsr.html_report.Entry"):
         write_html_report(tmp_path / "other", ["out0.nii.gz"])
     assert not (tmp_path / "other").exists()
+
+
+def test_a_prediction_shows_its_own_sidecar_and_no_input(tmp_path, write_nifti):
+    ref = phantom((24, 20, 6), sigma=3.0)
+    write_nifti("ref.nii.gz", ref, AFFINE)
+    write_nifti("sr.nii.gz", ref + 1.0, AFFINE)
+    sidecar = sidecar_text(record("upscale", volume(ref), volume(ref), model="cssfn-k2"))
+    (tmp_path / "sr.json").write_text(sidecar)
+    (tmp_path / "ref.json").write_text('{"Manufacturer": "the reference\'s own"}')
+    (case,) = iter_pairs({"sr": tmp_path / "sr.nii.gz"}, tmp_path / "ref.nii.gz")
+    page = Page(section := case_section(case))
+    # no input: the slider runs from the prediction to the reference
+    assert [a["alt"] for tag, a in page.tags if tag == "img"] == [
+        "reference",
+        "sr",
+        "sr",
+        "|sr - reference|",
+        "reference",
+    ]
+    assert '"model": "cssfn-k2"' in section and "the reference's own" not in section
+    # a baseline computed from the reference carries the reference's file name: no sidecar
+    case.predictions["sr"].meta["filename_or_obj"] = str(tmp_path / "ref.nii.gz")
+    assert "provenance" not in case_section(case)
 
 
 # ---------------------------------------------------------------- in a real browser
