@@ -43,7 +43,7 @@ from mrsr.progress import note
 if TYPE_CHECKING:
     from mrsr.pipeline import Pipeline
 
-__all__ = ["WEIGHTS", "export_bundle", "load_bundle_model", "upscale_folder"]
+__all__ = ["WEIGHTS", "export_bundle", "inference_config", "load_bundle_model", "upscale_folder"]
 
 WEIGHTS = "models/model.safetensors"  # the checkpoint's place in a bundle
 SCHEMA = (  # the metadata schema MONAI's verify_metadata checks against (it downloads it)
@@ -167,7 +167,10 @@ def upscale_folder(
     from mrsr.batch import Job, gather
     from mrsr.io import FORMATS, list_volumes
     from mrsr.outputs import check_folder_name, plan_folder, plan_outputs
+    from mrsr.pipeline import Pipeline
 
+    if not isinstance(pipe, Pipeline):
+        raise MRSRError(f"pipe must be an mrsr.Pipeline, got {type(pipe).__name__}")
     OPTIONS["path"].check(dataset_dir, "dataset_dir")
     OPTIONS["path"].check(output_dir, "output_dir")
     OPTIONS["overwrite"].check(overwrite, "overwrite")

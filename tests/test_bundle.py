@@ -271,3 +271,18 @@ def test_overwrite_replaces_a_bundle_and_a_checkpoint_gets_a_card(tmp_path, caps
     assert meta["mrsr"]["source"] == "mine" and meta["authors"] == "not stated"
     assert (folder / "docs" / "README.md").read_text("utf-8").startswith("# mine\n")
     assert "No license was stated" in (folder / "LICENSE").read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda d: bundle.export_bundle(2, d), "model must be"),
+        (lambda d: bundle.export_bundle(MODEL, d, overwrite="yes"), "overwrite must be"),
+        (lambda d: bundle.upscale_folder("cssfn", d, d / "out"), "pipe must be an mrsr.Pipeline"),
+        (lambda d: bundle.load_bundle_model(d / "models" / "model.safetensors"), "--bundle_root"),
+    ],
+)
+def test_the_python_api_refuses_bad_arguments(tmp_path, call, words):
+    with pytest.raises(MRSRError, match=words):
+        call(tmp_path)
+    assert list(tmp_path.iterdir()) == []
