@@ -29,6 +29,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,7 +191,9 @@ def upscale_folder(
         jobs = [Job(src, (out,)) for src, out in plan.jobs]
         outcomes = []
         for k, outcome in pipe.batch(overwrite=overwrite).each(jobs, plan):
-            if not isinstance(outcome, BaseException):
+            if isinstance(outcome, MRSRError):  # each one said; gather names how many
+                print(f"mrsr: error: {one_line(str(outcome))}", file=sys.stderr)
+            elif not isinstance(outcome, BaseException):
                 note(one_line(f"{jobs[k].source} -> {outcome}"))
             outcomes.append((k, outcome))
         return gather(outcomes)

@@ -219,6 +219,29 @@ def test_a_rerun_skips_finished_outputs_and_a_missing_folder_is_refused(tmp_path
     assert not (tmp_path / "out2").exists()
 
 
+@pytest.mark.filterwarnings("ignore:parsing config_file")
+def test_one_bad_volume_does_not_stop_the_others(tmp_path, capsys):
+    from monai.bundle import run
+
+    folder = export(tmp_path)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(phantom((12, 14, 2)), np.eye(4)), str(tmp_path / "in" / "a.nii"))
+    (tmp_path / "in" / "b.nii.gz").write_bytes(b"not a volume")
+    config = str(folder / "configs" / "inference.json")
+    with pytest.raises(RuntimeError) as caught:
+        run(
+            config_file=config,
+            bundle_root=str(folder),
+            logging_file=False,
+            dataset_dir=str(tmp_path / "in"),
+            output_dir=str(tmp_path / "out"),
+        )
+    assert "1 of 2 volumes not saved" in str(caught.value.__cause__)
+    assert set(snapshot(tmp_path / "out")) == {"a.nii", "a.json"}
+    said = [line for line in capsys.readouterr().err.splitlines() if "mrsr: error:" in line]
+    assert len(said) == 1 and "b.nii.gz" in said[0]
+
+
 def test_export_refuses_an_existing_folder_without_overwrite(tmp_path, capsys):
     folder = tmp_path / "bundle"
     folder.mkdir()
