@@ -6,6 +6,8 @@
 - ``summary.csv``: per method ``n``, mean, standard deviation and paired-test p of each metric
   (:func:`mrsr.evaluation.summarize`);
 - ``report.md``: the settings and both tables in Markdown;
+- ``report.html``: one self-contained page for a browser, figures embedded
+  (:mod:`mrsr.html_report`);
 - per volume and chosen slice, ``NAME_sliceK.png``: one column per image (the low-resolution
   input upsampled by nearest neighbour when known, each method, the reference); the images on
   the top row, each titled with its PSNR/SSIM over that slice and over the volume; below them
@@ -382,10 +384,11 @@ def write_report(
 
     ``cases`` may be a generator: each case is drawn and released in turn. ``settings`` (e.g.
     mask, shave, degradation) are listed at the top of ``report.md``, with the figures'
-    orientation ``convention`` (radiological or neurological). Fails before any work when a
-    table file exists and ``overwrite`` is false. The report is published whole or not at all:
-    every file goes to a temporary until the last is written, and a failure (a full disk, a bad
-    volume) removes them, and the folder if this call created it.
+    orientation ``convention`` (radiological or neurological). ``report.html`` holds the tables
+    and, with ``figures``, every volume's planes (:mod:`mrsr.html_report`). Fails before any
+    work when a table file exists and ``overwrite`` is false. The report is published whole or
+    not at all: every file goes to a temporary until the last is written, and a failure (a full
+    disk, a bad volume) removes them, and the folder if this call created it.
     """
     OPTIONS["convention"].check(convention, "convention")
     out = Path(directory)
@@ -408,13 +411,13 @@ def write_report(
         lines += [f"- {key}: {value}" for key, value in (settings or {}).items()]
         lines += ["", format_tables(rows, against, markdown=True), ""]
         lines += [f"![{p.stem}]({p.name})" for p in pictures]
-        summary = html_report.evaluation_summary(rows, against)
         texts = {
             "metrics.csv": to_csv(rows),
-            "summary.csv": to_csv(summarize(rows, against)),
+            "summary.csv": to_csv(summarize(rows, against)),  # refuses an unknown against
             "report.md": "\n".join(lines) + "\n",
-            "report.html": html_report.page("mrsr evaluation", sections, summary, settings),
         }
+        summary = html_report.evaluation_summary(rows, against, linked=figures)
+        texts["report.html"] = html_report.page("mrsr evaluation", sections, summary, settings)
         for name, text in texts.items():
             with new(out / name, overwrite) as stream:
                 stream.write(text.encode("utf-8"))
