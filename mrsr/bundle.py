@@ -246,11 +246,11 @@ def _version(package: str) -> str:
 
 
 def _mrsr_license() -> str:
-    try:
+    """mrsr's license as its installed metadata declares it (setup.cfg's when uninstalled)."""
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         meta = importlib.metadata.metadata("mrsr")
-    except importlib.metadata.PackageNotFoundError:
-        return "Apache-2.0"
-    return meta.get("License-Expression") or meta.get("License") or "Apache-2.0"
+        return meta.get("License-Expression") or meta["License"]
+    return "Apache-2.0"
 
 
 def _geometry(spec: ModelSpec) -> str:
