@@ -171,7 +171,7 @@ def test_monai_runner_writes_what_mrsr_upscale_writes(tmp_path):
     command += ["--dataset_dir", tmp_path / "in", "--output_dir", out, "--device", "cpu"]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     done = subprocess.run(
         [str(c) for c in command],
@@ -198,8 +198,12 @@ def src_shape(path):
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI: trust configs you run
-def test_a_rerun_skips_finished_outputs_and_a_missing_folder_is_refused(tmp_path, capsys):
+def test_a_rerun_skips_finished_outputs_and_a_missing_folder_is_refused(
+    tmp_path, capsys, monkeypatch
+):
     from monai.bundle import run
+
+    monkeypatch.setattr(sys, "path", sys.path[:])  # MONAI's run puts the bundle on it
 
     folder = export(tmp_path)
     (tmp_path / "in").mkdir()
@@ -220,8 +224,10 @@ def test_a_rerun_skips_finished_outputs_and_a_missing_folder_is_refused(tmp_path
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file")
-def test_one_bad_volume_does_not_stop_the_others(tmp_path, capsys):
+def test_one_bad_volume_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
     from monai.bundle import run
+
+    monkeypatch.setattr(sys, "path", sys.path[:])  # MONAI's run puts the bundle on it
 
     folder = export(tmp_path)
     (tmp_path / "in").mkdir()
