@@ -53,7 +53,9 @@ from mrsr.report import paired_test_note, show_plane
 from mrsr.resample import index_map
 
 __all__ = [
+    "INPUT",
     "OUTLIER_Z",
+    "OUTPUT",
     "Entry",
     "case_cohort",
     "case_section",
@@ -70,7 +72,7 @@ __all__ = [
 OUTLIER_Z = 3.5  # robust z-score beyond which a volume is an outlier (Iglewicz & Hoaglin 1993)
 DPI = 100
 PANEL_INCHES = 1.8
-INPUT, OUTPUT = "input (nearest)", "output"
+INPUT, OUTPUT = "input (nearest)", "output"  # the captions of an input's and an output's figures
 _PLANE_ORDER = ("sagittal", "coronal", "axial")
 _SIDECAR_BYTES = 1 << 20
 PathLike = Union[str, os.PathLike]
@@ -94,7 +96,7 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
     both are (all equal). ``+-inf`` get ``+-inf``, NaN (not measured) stays NaN."""
     x = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(x)
-    z = np.where(np.isnan(x), np.nan, np.sign(x) * np.inf)
+    z = np.where(np.isinf(x), x, np.nan)
     if not finite.any():
         return z
     deviation = x[finite] - np.median(x[finite])
@@ -201,7 +203,8 @@ def on_grid(volume: MetaTensor, grid: MetaTensor) -> np.ndarray:
 
 
 class _Planes:
-    """The three orthogonal planes of one grid through its foreground's centre."""
+    """The three orthogonal planes of one grid through its foreground's centre (those of
+    one pixel's width left out: a single slice shows only its own plane)."""
 
     def __init__(self, grid: MetaTensor, convention: str) -> None:
         affine = np.asarray(grid.affine, dtype=np.float64)
@@ -210,7 +213,8 @@ class _Planes:
         centre = np.argwhere(mask).mean(axis=0) if mask.any() else (np.array(data.shape) - 1) / 2
         self.points = [int(round(c)) for c in centre]
         views = [View.of(affine, axis, convention) for axis in range(3)]
-        self.axes = sorted(range(3), key=lambda a: _PLANE_ORDER.index(views[a].plane))
+        wide = [a for a in range(3) if min(np.delete(data.shape, a)) > 1] or [2]
+        self.axes = sorted(wide, key=lambda a: _PLANE_ORDER.index(views[a].plane))
         self.views = [views[a] for a in self.axes]
         self.shape = data.shape
 
@@ -230,9 +234,10 @@ class _Planes:
         """One row: the three planes drawn with ``style`` (cmap, vmin, vmax) at one physical
         scale where the height allows, and its colour scale with ``colorbar``, as a data URI."""
         bar, ticks = (0.12, 0.45) if colorbar else (0.0, 0.0)  # inches
-        fig = Figure(figsize=(3 * PANEL_INCHES + bar + ticks, PANEL_INCHES + 0.25), dpi=DPI)
+        width = len(planes) * PANEL_INCHES
+        fig = Figure(figsize=(width + bar + ticks, PANEL_INCHES + 0.25), dpi=DPI)
         widths = [p.shape[1] * v.spacing[1] for p, v in zip(planes, self.views)]  # mm
-        ratios = [3 * PANEL_INCHES * w / sum(widths) for w in widths] + ([bar] if colorbar else [])
+        ratios = [width * w / sum(widths) for w in widths] + ([bar] if colorbar else [])
         grid = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.06)
         grid.update(left=0.01, right=0.99 - ticks / fig.get_figwidth(), bottom=0.05, top=0.9)
         for i, (plane, view, title) in enumerate(zip(planes, self.views, self.titles())):
@@ -240,7 +245,7 @@ class _Planes:
             ax.set_axis_off()
             image = show_plane(ax, plane, view, title, **style)
         if colorbar:
-            fig.colorbar(image, cax=fig.add_subplot(grid[0, 3]))
+            fig.colorbar(image, cax=fig.add_subplot(grid[0, -1]))
         return _png(fig)
 
 
@@ -328,7 +333,7 @@ def _section(
         before, after = before_after
         slider = "<h3>Before / after</h3>" + _slider((before, uris[before]), (after, uris[after]))
     return (
-        f"<h2>{html.escape(name)}</h2>{tables}{slider}<h3>Three planes</h3>"
+        f"<h2>{html.escape(name)}</h2>{tables}{slider}<h3>Planes</h3>"
         f'<div class="figures">{"".join(figures)}</div>{_provenance(provenance)}'
     )
 

@@ -240,6 +240,17 @@ def test_a_prediction_shows_its_own_sidecar_and_no_input(tmp_path, write_nifti):
     assert "provenance" not in case_section(case)
 
 
+def test_a_single_slice_shows_its_own_plane_only(tmp_path):
+    slab, single = volume(phantom((24, 20, 6), sigma=3.0)), volume(phantom((24, 20, 1)))
+    text = write_html_report(tmp_path, [Entry("slab", slab), Entry("slice", single)]).read_text()
+    widths = [
+        Image.open(io.BytesIO(base64.b64decode(a["src"].split(",", 1)[1]))).size[0]
+        for tag, a in Page(text).tags
+        if tag == "img"
+    ]
+    assert len(widths) == 2 and widths[1] < widths[0] / 2  # one panel, not three
+
+
 # ---------------------------------------------------------------- in a real browser
 
 
