@@ -73,6 +73,7 @@ class Degradation:
         return self.baselines[-1]
 
 
+# The in-plane degradations by name (--method, degradation.method in configs, checkpoints).
 DEGRADATIONS: dict[str, Degradation] = {
     d.name: d
     for d in (
@@ -92,7 +93,7 @@ DEGRADATIONS: dict[str, Degradation] = {
         ),
     )
 }
-DEFAULT = "kspace"
+DEFAULT = "kspace"  # the degradation when none is named
 
 
 def get(name: str, where: str = "degradation") -> Degradation:

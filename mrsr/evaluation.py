@@ -53,7 +53,7 @@ __all__ = [
     "summarize",
 ]
 
-METRICS = ("psnr", "ssim", "nrmse")
+METRICS = ("psnr", "ssim", "nrmse")  # what every evaluation scores
 PathLike = Union[str, os.PathLike]
 MaskArg = Union[str, os.PathLike, None]
 

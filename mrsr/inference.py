@@ -45,7 +45,7 @@ __all__ = [
     "sr_affine",
 ]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # the precisions a network runs in ("auto" chooses one)
 
 
 _CONSISTENCY_ITERATIONS = 10  # alternations of data consistency and the clamp at 0

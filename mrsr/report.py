@@ -63,11 +63,11 @@ __all__ = [
     "write_report",
 ]
 
-DPI = 150
+DPI = 150  # dots per inch of the figures
 PANEL_INCHES = 2.4  # width and height of one image panel
 HEADER_INCHES = 0.6  # room for the figure title
 ROWS = 3  # images, their zoomed squares, errors
-PROFILE_INCHES = (6.4, 3.6)
+PROFILE_INCHES = (6.4, 3.6)  # width and height of the intensity-profile figure
 TABLES = ("metrics.csv", "summary.csv", "report.md", "report.html")
 _DIGITS = {"psnr": 2, "ssim": 4, "nrmse": 4}
 _CAPTION = {

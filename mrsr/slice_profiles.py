@@ -59,6 +59,7 @@ def _gaussian(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, thickness: float) -
     return ndtr((hi - c) / sigma) - ndtr((lo - c) / sigma)
 
 
+# The slice profiles by name (--profile, slice_profile).
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -66,7 +67,7 @@ PROFILES: dict[str, Profile] = {
         Profile("gaussian", _gaussian, "Gaussian whose FWHM is the slice thickness"),
     )
 }
-DEFAULT = "box"
+DEFAULT = "box"  # the profile when none is named
 
 
 def describe() -> str:

@@ -28,7 +28,7 @@ __all__ = [
     "weights_path",
 ]
 
-WEIGHTS = Path(str(resources.files("mrsr") / "data" / "weights"))
+WEIGHTS = Path(str(resources.files("mrsr") / "data" / "weights"))  # weights and cards
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ShippedModel:
         return WEIGHTS / f"{self.name}.md"
 
 
+# The shipped models: network, degradation, scale (each ships once its weights are in WEIGHTS).
 MODELS = (
     ShippedModel("cssfn", "bicubic", 2),
     ShippedModel("cssfn", "kspace", 2),

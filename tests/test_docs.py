@@ -177,10 +177,26 @@ def test_the_command_tables_list_every_command(page):
     assert sorted(tabled(ROOT / page)) == sorted(commands())
 
 
+def unrendered(site: Path) -> list[str]:
+    """Names in the ``__all__`` of a module that the reference renders (``::: module``) that no
+    reference page documents: under the module's name, or under the module that defines them."""
+    html = "".join(p.read_text("utf-8") for p in (site / "reference").rglob("*.html"))
+    missing = []
+    for page in (ROOT / "docs" / "reference").glob("*.md"):
+        for name in re.findall(r"^::: (\S+)$", page.read_text("utf-8"), re.M):
+            module = importlib.import_module(name) if name != "mrsr.pipeline.Pipeline" else None
+            for member in getattr(module, "__all__", []):
+                home = getattr(getattr(module, member), "__module__", name)
+                if f'id="{name}.{member}"' not in html and f'id="{home}.{member}"' not in html:
+                    missing.append(f"{name}.{member}")
+    return missing
+
+
 @pytest.mark.slow
 def test_the_site_builds_with_warnings_as_errors(tmp_path):
     """`mkdocs build --strict`: no broken link or anchor, no page outside the nav, no docstring
-    that mkdocstrings cannot read; the commands page holds every command's options."""
+    that mkdocstrings cannot read; the commands page holds every command's options, the
+    reference every public name of its modules."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
@@ -201,6 +217,7 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     reference = (tmp_path / "reference" / "pipeline" / "index.html").read_text("utf-8")
     assert 'id="mrsr.pipeline.Pipeline.save_all"' in reference  # inherited methods too
     assert ":func:" not in reference and 'href="../throughplane/#mrsr.throughplane' in reference
+    assert not unrendered(tmp_path)
     notebook = (tmp_path / "examples" / "clinical_evaluation" / "index.html").read_text("utf-8")
     assert "Pipeline" in notebook
     for card in CARDS:

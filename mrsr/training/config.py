@@ -23,6 +23,8 @@ from mrsr.zoo import shipped_weights
 
 __all__ = ["DEFAULTS", "load_config", "model_config", "resolve_config"]
 
+# The config keys and their defaults (pipelines/README.md, "Keys"; model.* also takes the options
+# of the network).
 DEFAULTS: dict[str, Any] = {
     "data": {"train": None, "val": None, "contrast": None},
     "degradation": {"method": degradations.DEFAULT, "scale": 2, "noise": 0.0},
