@@ -35,12 +35,17 @@ from mrsr.report import write_report
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])
 
 
+VOID = {"meta", "img", "input", "br", "hr", "link", "source", "wbr"}
+
+
 class Page(HTMLParser):
     """Every tag with its attributes, and the tables as lists of rows of cells (text and
-    ``data-value``), by the table's class; ``outliers``: the first cells of rows marked."""
+    ``data-value``), by the table's class; ``marked``: the first cells of rows marked as
+    outliers. Every element must be closed, in order."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
+        self.open: list[str] = []
         self.tags: list[tuple[str, dict]] = []
         self.tables: dict[str, list[list[tuple[str, str | None]]]] = {}
         self.marked: list[str] = []
@@ -48,10 +53,13 @@ class Page(HTMLParser):
         self._row_marked = False
         self.feed(text)
         self.close()
+        assert self.open == [], f"unclosed: {self.open}"
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.append((tag, attrs))
+        if tag not in VOID:
+            self.open.append(tag)
         if tag == "table":
             self._table = self.tables.setdefault(attrs.get("class", ""), [])
         elif tag == "tr" and self._table is not None:
@@ -61,6 +69,7 @@ class Page(HTMLParser):
             self._cell = ["", attrs.get("data-value")]
 
     def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"</{tag}> closes nothing open"
         if tag == "table":
             self._table = None
         elif tag == "td" and self._cell is not None:
