@@ -43,12 +43,15 @@ __all__ = [
     "GRID_KEYS",
     "Derived",
     "Source",
+    "anatomical_suffixes",
     "check_finished",
     "check_folders",
     "dataset_description",
     "derived_metadata",
     "derived_name",
+    "find_outputs",
     "find_sources",
+    "ignore_in_validation",
     "resolution",
     "write_description",
 ]
@@ -203,8 +206,9 @@ def find_sources(
             f"{one_line(root)}: no {'/'.join(suffixes)} images{which} (anat/*.nii[.gz]); "
             "choose other --suffix, --participant-label or --session-label"
         )
+    top = Path(dataset.root)  # absolute, as the paths pybids gives
     return [
-        Source(Path(f), Path(f).relative_to(root).as_posix(), dict(dataset.get_metadata(f)))
+        Source(Path(f), Path(f).relative_to(top).as_posix(), dict(dataset.get_metadata(f)))
         for f in files
     ]
 
@@ -246,7 +250,8 @@ def resolution(
     """``(label, description)`` of the ``res`` entity of outputs made with these options: onto
     ``like``'s grid, else ``voxel_size`` (mm, 1 or 3 values), else ``scale`` times in-plane."""
     if like is not None:
-        return "like", f"the grid of {like} (its shape and affine), by mrsr super-resolution"
+        grid = os.path.abspath(like)
+        return "like", f"the grid of {grid} (its shape and affine), by mrsr super-resolution"
     if voxel_size:
         sizes = " x ".join(f"{v:g}" for v in voxel_size)
         return _mm(voxel_size), (

@@ -31,7 +31,6 @@ def cmd_bids(args: argparse.Namespace) -> None:
 def _participant(args: argparse.Namespace) -> None:
     from mrsr import derivatives
     from mrsr.cli.upscale import _rank_share, load_pipeline, upscale_jobs
-    from mrsr.files import new_folder
     from mrsr.outputs import check_folder_name
 
     check_folder_name(args.output_dir, "OUTPUT_DIR")
@@ -49,12 +48,11 @@ def _participant(args: argparse.Namespace) -> None:
     jobs = [(source.path, out) for out, source in outputs.items()]
     note(f"{len(jobs)} images of {args.bids_dir} -> {args.output_dir} (res-{label})")
     command = shlex.join(getattr(args, "command_line", ["mrsr", "bids"]))
-    with new_folder(args.output_dir):
-        derivatives.write_description(args.bids_dir, args.output_dir, command)
-        for folder in {out.parent for _, out in _rank_share(jobs)}:
-            folder.mkdir(parents=True, exist_ok=True)
-        wrap = partial(derivatives.Derived, sources=outputs, label=label, description=meaning)
-        upscale_jobs(args, jobs, loaded=loaded, wrap=wrap)
+    for folder in {args.output_dir} | {out.parent for _, out in _rank_share(jobs)}:
+        folder.mkdir(parents=True, exist_ok=True)  # ranks at the same time: no race
+    derivatives.write_description(args.bids_dir, args.output_dir, command)
+    wrap = partial(derivatives.Derived, sources=outputs, label=label, description=meaning)
+    upscale_jobs(args, jobs, loaded=loaded, wrap=wrap)
 
 
 def _group(args: argparse.Namespace) -> None:

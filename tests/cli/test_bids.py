@@ -145,13 +145,16 @@ def _validate(folder) -> None:
     assert errors == [] and run.returncode == 0
 
 
-def test_participant_labels_choose_whom(dataset, tmp_path):
-    out = tmp_path / "d"
-    assert (
-        _run(dataset, out, "participant", "--participant-label", "sub-02", "--suffix", "T1w", *FAST)
-        == 0
-    )
-    assert _outputs(out) == ["sub-02/ses-1/anat/sub-02_ses-1_res-x2_T1w.nii"]
+def test_participant_labels_choose_whom(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # folders given relative, as typed in a shell
+    args = ["--participant-label", "sub-02", "--suffix", "T1w", *FAST]
+    assert _run("raw", "d", "participant", *args) == 0
+    derived = "sub-02/ses-1/anat/sub-02_ses-1_res-x2_T1w.nii"
+    assert _outputs(tmp_path / "d") == [derived]
+    sidecar = json.loads((tmp_path / "d" / derived).with_suffix(".json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii"]
+    description = json.loads((tmp_path / "d" / "dataset_description.json").read_text())
+    assert description["DatasetLinks"]["raw"] == dataset.resolve().as_uri()
 
 
 def test_session_label_and_ranks_share_the_images(dataset, tmp_path, monkeypatch):
@@ -199,6 +202,14 @@ def test_outputs_inside_the_dataset_go_under_derivatives(dataset, capsys):
     assert "not under its derivatives/ folder" in capsys.readouterr().err
     assert _run(dataset, dataset, "participant", *FAST) == 2
     assert "is the BIDS dataset" in capsys.readouterr().err
+    out = dataset / "derivatives" / "mrsr"
+    args = ["--participant-label", "01", "--suffix", "T1w", *FAST]
+    for _ in range(2):  # the second run does not take the derivatives for raw images
+        assert _run(dataset, out, "participant", *args) == 0
+    assert _outputs(out) == ["sub-01/anat/sub-01_res-x2_T1w.nii.gz"]
+    assert "skipping 1 finished outputs" in capsys.readouterr().err
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"] == {"raw": "../.."}  # they move together
 
 
 def test_a_finished_output_of_other_options_is_not_taken_as_done(dataset, tmp_path, capsys):
