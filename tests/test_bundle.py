@@ -186,15 +186,12 @@ def test_monai_runner_writes_what_mrsr_upscale_writes(tmp_path):
         expected = tmp_path / f"upscale_{src.name}"
         assert main(["upscale", str(src), str(expected), "--model", MODEL, "--device", "cpu"]) == 0
         got, want = nib.load(out / src.name), nib.load(expected)
-        assert got.shape == want.shape == (2 * src_shape(src)[0], 2 * src_shape(src)[1], 3)
+        nx, ny, nz = nib.load(src).shape  # the slice axis is the last in both
+        assert got.shape == want.shape == (2 * nx, 2 * ny, nz)
         assert np.array_equal(got.affine, want.affine)
         np.testing.assert_allclose(got.get_fdata(), want.get_fdata(), rtol=0, atol=1e-5)
         sidecar = json.loads((out / src.name.replace(".nii.gz", ".json")).read_text("utf-8"))
         assert sidecar["mrsr"]["model"] == "model.safetensors"
-
-
-def src_shape(path):
-    return nib.load(path).shape
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file")  # MONAI: trust configs you run
