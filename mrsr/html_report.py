@@ -469,7 +469,7 @@ figure{margin:0}figure img{display:block;max-width:100%}figcaption{font-size:12p
 .stack img{display:block;max-width:100%}
 .stack .before{position:absolute;top:0;left:0;width:100%;clip-path:inset(0 50% 0 0)}
 .compare input[type=range]{width:100%;margin:4px 0}.ends{display:flex;justify-content:space-between}
-.flicker:checked~.stack .before{clip-path:none;animation:flick 1.2s infinite}
+.flicker:checked~.stack .before{clip-path:none!important;animation:flick 1.2s infinite}
 @keyframes flick{0%,49%{opacity:1}50%,100%{opacity:0}}
 details{margin:8px 0}pre{font-size:12px;background:#f4f4f4;padding:8px;overflow:auto}
 """

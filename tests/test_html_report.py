@@ -263,6 +263,17 @@ def test_a_single_slice_shows_its_own_plane_only(tmp_path):
 # ---------------------------------------------------------------- in a real browser
 
 
+PROBE = """window.addEventListener('load', function () {
+  var c = document.querySelector('.compare'), before = c.querySelector('.before');
+  var range = c.querySelector('input[type=range]');
+  range.value = 20; range.dispatchEvent(new Event('input'));
+  document.body.dataset.clip = getComputedStyle(before).clipPath;
+  c.querySelector('.flicker').checked = true;
+  var style = getComputedStyle(before);
+  document.body.dataset.flicker = style.animationName + ' ' + style.clipPath;
+});"""
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
@@ -318,6 +329,15 @@ def test_the_evaluate_report_renders_in_chromium(tmp_path, write_nifti, capsys):
     body = next(a for tag, a in rendered.tags if tag == "body")
     assert body["data-figures-rendered"] == str(n_images)
     check_tables_hold_the_csv(rendered, out, ("metrics", "volume-metrics"))
+
+    # the slider moved to 20% shows the input on the left fifth; flicker alternates them whole
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", f"<script>{PROBE}</script></body>"), "utf-8")
+    body = next(
+        a for tag, a in Page(browse(probe, tmp_path, "--dump-dom").stdout).tags if tag == "body"
+    )
+    assert body["data-clip"] == "inset(0px 80% 0px 0px)"
+    assert body["data-flicker"] == "flick none"
 
     shot = tmp_path / "shot.png"
     browse(html_path, tmp_path, f"--screenshot={shot}", "--window-size=1200,2400")
