@@ -53,6 +53,7 @@ __all__ = [
     "find_sources",
     "ignore_in_validation",
     "resolution",
+    "same_axes",
     "write_description",
 ]
 
@@ -264,7 +265,7 @@ def resolution(
     )
 
 
-def _same_axes(a: np.ndarray, b: np.ndarray) -> bool:
+def same_axes(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether the voxel axes of affines ``a`` and ``b`` point the same ways."""
     da, db = (m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0) for m in (a, b))
     return bool(np.allclose(da, db, atol=1e-4))
@@ -302,7 +303,7 @@ class Derived:
         made = []
         for out, (volume, rec) in zip(job.outputs, self.task.make(job)):
             source = self.sources[out]
-            axes = _same_axes(nib.load(source.path).affine, np.asarray(volume.affine))
+            axes = same_axes(nib.load(source.path).affine, np.asarray(volume.affine))
             keys, left_out = derived_metadata(source, self.label, self.description, axes)
             rec = {**rec, "source_metadata_left_out": left_out, SIDECAR: keys}
             made.append((volume, rec))

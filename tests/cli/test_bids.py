@@ -4,6 +4,7 @@ BIDS validator accepts, resumable and shared among ranks like `mrsr upscale` on 
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from conftest import make_affine, phantom
 
 from mrsr.cli import main
-from mrsr.derivatives import derived_name
+from mrsr.derivatives import Source, derived_metadata, derived_name, same_axes
 from mrsr.html_report import INPUT
 
 FAST = ["--model", "zerofill", "--scale", "2", "--device", "cpu"]
@@ -247,3 +248,24 @@ def test_the_res_entity_takes_its_place_among_every_entity(name, expected):
 def test_names_that_are_not_raw_bids_are_refused(name):
     with pytest.raises(ValueError, match="not a BIDS file name|res- entity already"):
         derived_name(name, "x2")
+
+
+def test_the_sidecar_keeps_what_stays_true_of_the_source():
+    metadata = {"EchoTime": 0.003, "ReconMatrixPE": 256, "PhaseEncodingDirection": "j"}
+    metadata |= {"SkullStripped": True, "Description": "raw T1", "Sources": ["elsewhere"]}
+    source = Source(Path("x.nii.gz"), "sub-01/anat/sub-01_T1w.nii.gz", metadata)
+    keys, left_out = derived_metadata(source, "1mm", "1 mm voxels", same_axes=False)
+    assert keys == {
+        "EchoTime": 0.003,
+        "SkullStripped": True,
+        "Sources": ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"],
+        "Resolution": {"1mm": "1 mm voxels"},
+    }
+    assert left_out == ["PhaseEncodingDirection", "ReconMatrixPE"]
+    keys, left_out = derived_metadata(source, "1mm", "1 mm voxels", same_axes=True)
+    assert keys["PhaseEncodingDirection"] == "j" and left_out == ["ReconMatrixPE"]
+
+
+@pytest.mark.parametrize(("kind", "same"), [("ras", True), ("lps", False), ("permuted", False)])
+def test_voxel_axes_are_compared_by_direction_not_size(kind, same):
+    assert same_axes(make_affine("ras", (1, 1, 4)), make_affine(kind, (0.5, 0.5, 1))) is same
