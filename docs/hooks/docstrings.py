@@ -5,6 +5,8 @@
   does not read roles, so each becomes an optional cross-reference: a link where the reference
   documents the object, plain code where it does not. A bare name is looked up in the module of
   the docstring.
+- Doctest examples (``>>>`` lines and their output, up to a blank line) become Python console
+  code blocks; Markdown would read ``>>>`` as nested quotes.
 - A module's constants are documented by their comment, the one that ends their first line or
   the block just above them (``FORMATS = _formats()  # for messages: what mrsr reads``), when
   they have no docstring: that comment is their docstring in the reference.
@@ -20,6 +22,8 @@ from functools import cache
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:func|class|data|meth|mod|attr|exc|obj):`(~?)([\w.]+)`")
+# A doctest: from a line starting with >>> (after its indentation) to the next blank line.
+DOCTEST = re.compile(r"(?m)^([ \t]*)>>>.*(?:\n(?![ \t]*$).*)*")
 
 
 @cache
@@ -62,4 +66,9 @@ class Docstrings(griffe.Extension):
             title = name.rsplit(".", 1)[-1] if short else name
             return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'
 
-        obj.docstring.value = ROLE.sub(link, obj.docstring.value)
+        obj.docstring.value = DOCTEST.sub(_fenced, ROLE.sub(link, obj.docstring.value))
+
+
+def _fenced(doctest: re.Match) -> str:
+    indent = doctest.group(1)
+    return f"{indent}```pycon\n{doctest.group(0)}\n{indent}```"
