@@ -217,7 +217,7 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     reference = (tmp_path / "reference" / "pipeline" / "index.html").read_text("utf-8")
     assert 'id="mrsr.pipeline.Pipeline.save_all"' in reference  # inherited methods too
     assert ":func:" not in reference and 'href="../throughplane/#mrsr.throughplane' in reference
-    assert not unrendered(tmp_path)
+    assert unrendered(tmp_path) == []
     degradations = (tmp_path / "reference" / "degradations" / "index.html").read_text("utf-8")
     assert "<blockquote>" not in degradations  # its doctest is code, not quotes
     assert '<span class="gp">&gt;&gt;&gt; </span><span class="n">DEGRADATIONS' in degradations
