@@ -466,7 +466,7 @@ font-variant-numeric:tabular-nums}tr.outlier td{background:#fde2e1;font-weight:6
 .note{font-size:12px;color:#555}.figures{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0}figure img{display:block;max-width:100%}figcaption{font-size:12px;color:#444}
 .compare{display:inline-block;font-size:12px}.stack{position:relative}
-.stack img{display:block;max-width:100%}
+.stack img{display:block;width:100%}
 .stack .before{position:absolute;top:0;left:0;width:100%;clip-path:inset(0 50% 0 0)}
 .compare input[type=range]{width:100%;margin:4px 0}.ends{display:flex;justify-content:space-between}
 .flicker:checked~.stack .before{clip-path:none!important;animation:flick 1.2s infinite}

@@ -271,6 +271,14 @@ PROBE = """window.addEventListener('load', function () {
   c.querySelector('.flicker').checked = true;
   var style = getComputedStyle(before);
   document.body.dataset.flicker = style.animationName + ' ' + style.clipPath;
+  document.body.dataset.aligned = Array.from(document.querySelectorAll('.stack')).every(
+    function (stack) {
+      stack.parentNode.style.width = '900px';  // wider than the figure, as long labels make it
+      var boxes = Array.from(stack.querySelectorAll('img')).map(function (i) {
+        var r = i.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].join();
+      });
+      return boxes.length == 2 && boxes[0] == boxes[1];
+    });
 });"""
 
 
@@ -308,8 +316,8 @@ def browse(html_path, tmp_path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_evaluate_report_renders_in_chromium(tmp_path, write_nifti, capsys):
     (tmp_path / "ref").mkdir()
-    for i in range(2):
-        write_nifti(f"ref/v{i}.nii.gz", phantom((40, 36, 8), seed=i, sigma=3.0), AFFINE)
+    for i, depth in enumerate((8, 1)):  # a slab, and a single slice: narrow figures
+        write_nifti(f"ref/v{i}.nii.gz", phantom((40, 36, depth), seed=i, sigma=3.0), AFFINE)
     out = tmp_path / "report"
     argv = ["evaluate", "--baselines", "--ref", str(tmp_path / "ref"), "--report", str(out)]
     assert main(argv + ["--model", "zerofill", "--scale", "2"]) == 0
@@ -330,14 +338,15 @@ def test_the_evaluate_report_renders_in_chromium(tmp_path, write_nifti, capsys):
     assert body["data-figures-rendered"] == str(n_images)
     check_tables_hold_the_csv(rendered, out, ("metrics", "volume-metrics"))
 
-    # the slider moved to 20% shows the input on the left fifth; flicker alternates them whole
+    # the slider moved to 20% shows the input on the left fifth; flicker alternates them whole;
+    # the two images of every slider cover each other exactly
     probe = tmp_path / "probe.html"
     probe.write_text(text.replace("</body>", f"<script>{PROBE}</script></body>"), "utf-8")
     body = next(
         a for tag, a in Page(browse(probe, tmp_path, "--dump-dom").stdout).tags if tag == "body"
     )
     assert body["data-clip"] == "inset(0px 80% 0px 0px)"
-    assert body["data-flicker"] == "flick none"
+    assert body["data-flicker"] == "flick none" and body["data-aligned"] == "true"
 
     shot = tmp_path / "shot.png"
     browse(html_path, tmp_path, f"--screenshot={shot}", "--window-size=1200,2400")
