@@ -30,7 +30,7 @@ def cmd_bids(args: argparse.Namespace) -> None:
 
 def _participant(args: argparse.Namespace) -> None:
     from mrsr import derivatives
-    from mrsr.cli.upscale import _rank_share, load_pipeline, upscale_jobs
+    from mrsr.cli.upscale import load_pipeline, rank_share, upscale_jobs
     from mrsr.outputs import check_folder_name
 
     check_folder_name(args.output_dir, "OUTPUT_DIR")
@@ -48,7 +48,7 @@ def _participant(args: argparse.Namespace) -> None:
     jobs = [(source.path, out) for out, source in outputs.items()]
     note(f"{len(jobs)} images of {args.bids_dir} -> {args.output_dir} (res-{label})")
     command = shlex.join(getattr(args, "command_line", ["mrsr", "bids"]))
-    for folder in {args.output_dir} | {out.parent for _, out in _rank_share(jobs)}:
+    for folder in {args.output_dir} | {out.parent for _, out in rank_share(jobs)}:
         folder.mkdir(parents=True, exist_ok=True)  # ranks at the same time: no race
     derivatives.write_description(args.bids_dir, args.output_dir, command)
     wrap = partial(derivatives.Derived, sources=outputs, label=label, description=meaning)
@@ -71,7 +71,7 @@ def _group(args: argparse.Namespace) -> None:
     path = write_html_report(
         args.output_dir,
         entries,
-        title=f"mrsr: super-resolution of {args.bids_dir.name}",
+        title=f"mrsr: super-resolution of {args.bids_dir.resolve().name}",
         settings=settings,
         overwrite=args.overwrite,
     )

@@ -56,7 +56,7 @@ def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
     return jobs
 
 
-def _rank_share(jobs: list) -> list:
+def rank_share(jobs: list) -> list:
     """This process's share of the jobs under torchrun (RANK/WORLD_SIZE), else all of them."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     return jobs[rank::world]
@@ -206,9 +206,7 @@ def upscale_jobs(
     from mrsr.outputs import OutputBusy, plan_outputs
 
     like = [args.like] if args.like else []
-    plan = plan_outputs(
-        _rank_share(jobs), args.overwrite, skip_finished=not single, references=like
-    )
+    plan = plan_outputs(rank_share(jobs), args.overwrite, skip_finished=not single, references=like)
     pipe, options = loaded or load_pipeline(args)
     chosen = args.model is None and args.scale is None and bool(args.voxel_size or args.like)
     models = {pipe.scale: pipe}
