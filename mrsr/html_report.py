@@ -325,10 +325,11 @@ def _section(
         heat = dict(cmap="inferno", vmin=0, vmax=max(float(np.percentile(every, 99.5)), 1e-12))
     figures = []
     for label, uri in uris.items():  # each image beside its error map
-        figures.append(_figure(uri, label))
+        pair = _figure(uri, label)
         if label in errors:
             error = planes.figure(errors[label], colorbar=True, **heat)
-            figures.append(_figure(error, f"|{label} - reference|"))
+            pair += _figure(error, f"|{label} - reference|")
+        figures.append(f'<div class="pair">{pair}</div>')
     slider = ""
     if before_after:
         before, after = before_after
@@ -463,12 +464,13 @@ h2{font-size:18px;margin:8px 0}h3{font-size:15px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:4px 0}
 th,td{border:1px solid #ccc;padding:2px 8px}th{background:#eef2f5}td.num{text-align:right;
 font-variant-numeric:tabular-nums}tr.outlier td{background:#fde2e1;font-weight:600}
-.note{font-size:12px;color:#555}.figures{display:flex;flex-wrap:wrap;gap:8px}
+.note{font-size:12px;color:#555}.figures,.pair{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0}figure img{display:block;max-width:100%}figcaption{font-size:12px;color:#444}
-.compare{display:inline-block;font-size:12px}.stack{position:relative}
+.compare{display:inline-block;min-width:min(100%,400px);font-size:12px}.stack{position:relative}
 .stack img{display:block;width:100%}
 .stack .before{position:absolute;top:0;left:0;width:100%;clip-path:inset(0 50% 0 0)}
-.compare input[type=range]{width:100%;margin:4px 0}.ends{display:flex;justify-content:space-between}
+.compare input[type=range]{width:100%;margin:4px 0}
+.ends{display:flex;justify-content:space-between;gap:12px}
 .flicker:checked~.stack .before{clip-path:none!important;animation:flick 1.2s infinite}
 @keyframes flick{0%,49%{opacity:1}50%,100%{opacity:0}}
 details{margin:8px 0}pre{font-size:12px;background:#f4f4f4;padding:8px;overflow:auto}

@@ -206,12 +206,13 @@ OPTIONS: dict[str, Option] = {
     "precision": Option(str, choices=("auto", "fp32", "bf16")),
     "dtype": Option(str, choices=OUTPUT_DTYPES),
     "device": Option(str, custom=check_device),
-    "time_budget": Option(float, 0.0, 7 * 24 * 3600.0, above=True),
+    "max_time": Option(float, 0.0, 7 * 24 * 3600.0, above=True, optional=True),  # s, a cap
     "steps": POSITIVE_INT,
     "seed": Option(int, 0, 2**32 - 1),
     "factor": Option(float, 1.5, 64.0),
     "slice_thickness": Option(float, 0.0, 100.0, above=True, optional=True),  # mm
-    "through_plane_budget": Option(float, 0.0, 7 * 24 * 3600.0),  # 0: no through-plane SR
+    "through_plane_steps": Option(int, 0, 1_000_000_000),  # 0: no through-plane network
+    "through_plane_max_time": Option(float, 0.0, 7 * 24 * 3600.0, above=True, optional=True),
     "profile": PROFILE,
     "slice_profile": PROFILE,
     "tta": FLAG,

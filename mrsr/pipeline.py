@@ -36,7 +36,7 @@ from mrsr.progress import note
 from mrsr.provenance import add_facts, record, through_plane_settings
 from mrsr.resample import resample, resample_bytes
 from mrsr.saving import Saving
-from mrsr.settings import InferenceSettings
+from mrsr.settings import UPSCALE_THROUGH_PLANE_STEPS, InferenceSettings
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score"]
@@ -67,10 +67,13 @@ class Pipeline(Saving):
         data_consistency: weight 0 to 1 of the measured k-space block put back (``True``: 1).
         nonnegative: clamp at 0 (``None``: where the input has no negative voxel).
         progress: a bar on stderr.
-        through_plane_budget: for a target grid finer along thick slices (:meth:`plan`):
-            seconds of through-plane training
-            (:func:`mrsr.throughplane.super_resolve_through_plane`; 0: cubic B-spline
-            interpolation instead).
+        through_plane_steps: for a target grid finer along thick slices (:meth:`plan`):
+            training steps of the through-plane network
+            (:func:`mrsr.throughplane.super_resolve_through_plane`, seed 0; the default
+            :data:`mrsr.settings.UPSCALE_THROUGH_PLANE_STEPS` takes about 2 minutes on 2 CPU
+            cores; 0: cubic B-spline interpolation instead).
+        through_plane_max_time: seconds after which that training stops even if the steps are
+            not done (``None``, the default: no cap); the record says how many were.
         slice_thickness: the thick slices' thickness in mm (default: their spacing).
         slice_profile: their profile, a name of :data:`mrsr.slice_profiles.PROFILES`.
         **options: constructor options of the named network.
@@ -94,7 +97,8 @@ class Pipeline(Saving):
         data_consistency: float = _INFER.data_consistency,
         nonnegative: bool | None = _INFER.nonnegative,
         progress: bool = _INFER.progress,
-        through_plane_budget: float = 120.0,
+        through_plane_steps: int = UPSCALE_THROUGH_PLANE_STEPS,
+        through_plane_max_time: float | None = None,
         slice_thickness: float | None = None,
         slice_profile: str = slice_profiles.DEFAULT,
         **options: Any,
@@ -110,7 +114,8 @@ class Pipeline(Saving):
                 "scale": 2 if scale is None else scale,
                 "degradation": degradation,
                 **asdict(inference),
-                "through_plane_budget": through_plane_budget,
+                "through_plane_steps": through_plane_steps,
+                "through_plane_max_time": through_plane_max_time,
                 "slice_thickness": slice_thickness,
                 "slice_profile": slice_profile,
             },
@@ -140,7 +145,8 @@ class Pipeline(Saving):
             )
         self.settings = inference.resolved()
         self.name = network if isinstance(network, str) else type(network).__name__.lower()
-        self.through_plane_budget = float(through_plane_budget)
+        self.through_plane_steps = int(through_plane_steps)
+        self.through_plane_max_time = through_plane_max_time
         self.slice_thickness, self.slice_profile = slice_thickness, slice_profile
         self.weights: Path | None = None  # the checkpoint file the network's weights came from
 
@@ -241,7 +247,7 @@ class Pipeline(Saving):
         affine = np.asarray(volume.affine, dtype=np.float64)
         axis = self.settings.axis
         axis = slice_axis(affine, volume.meta) if axis is None else axis
-        through = self.through_plane_budget > 0
+        through = self.through_plane_steps > 0
         plan = plan_grid(
             volume.shape[1:], affine, axis, *grid, scale=self.scale, through_plane=through
         )
@@ -368,9 +374,10 @@ def _record(
         data_consistency=pipe.settings.data_consistency,
         grid_plan=None if grid is None else grid.describe(),
         **through_plane_settings(
-            pipe.through_plane_budget if grid else None,
-            thickness if through else None,
-            pipe.slice_profile if through else None,
+            steps=pipe.through_plane_steps if through else None,
+            max_time_s=pipe.through_plane_max_time if through else None,
+            thickness_mm=thickness if through else None,
+            profile=pipe.slice_profile if through else None,
         ),
     )
 
@@ -398,7 +405,8 @@ def onto(
     if plan.through_plane:
         result = super_resolve_through_plane(
             result,
-            time_budget=pipe.through_plane_budget,
+            steps=pipe.through_plane_steps,
+            max_time=pipe.through_plane_max_time,
             thickness=thickness,
             profile=pipe.slice_profile,
             fine_spacing=plan.through_plane,

@@ -7,7 +7,15 @@ from dataclasses import dataclass, replace
 
 from mrsr.options import OPTIONS, check_options
 
-__all__ = ["InferenceSettings"]
+__all__ = ["THROUGH_PLANE_STEPS", "UPSCALE_THROUGH_PLANE_STEPS", "InferenceSettings"]
+
+# Steps of through-plane training (:func:`mrsr.throughplane.super_resolve_through_plane`), 16
+# patches of 48 x 48 each, whatever the volume's size: a fixed, seeded amount of training, the
+# same output under any machine load. ``mrsr throughplane``'s takes about 180 s on 2 idle CPU
+# cores, ``mrsr upscale``'s (and :class:`mrsr.Pipeline`'s) about 120 s; how they were sized is
+# in docs/benchmarks.md.
+THROUGH_PLANE_STEPS = 1000
+UPSCALE_THROUGH_PLANE_STEPS = 650
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from mrsr.io import as_volume
 from mrsr.labels import refuse_label_map
 from mrsr.machine import resolve_device
 from mrsr.provenance import add_facts
+from mrsr.settings import THROUGH_PLANE_STEPS
 from mrsr.slice_profiles import SliceProfile, along, axis_factors, slice_consistency
 from mrsr.training.throughplane import train_network, training_slices
 
@@ -113,12 +114,12 @@ def apply_network(
 def super_resolve_through_plane(
     volume: Any,
     factor: float | None = None,
-    time_budget: float = 180.0,
+    steps: int = THROUGH_PLANE_STEPS,
     *,
+    max_time: float | None = None,
     thickness: float | None = None,
     profile: str = slice_profiles.DEFAULT,
     fine_spacing: float | None = None,
-    steps: int | None = None,
     seed: int = 0,
     axis: int | None = None,
     consistency: bool = True,
@@ -142,8 +143,9 @@ def super_resolve_through_plane(
     2. normalise each channel as :func:`mrsr.inference.super_resolve` will (percentile window
        of the interpolated volume), resample the in-plane slices to the fine voxel size when it
        differs from theirs (band-limited), and train
-       :func:`~mrsr.training.throughplane.train_network` on them, for
-       ``time_budget`` seconds or ``steps`` steps;
+       :func:`~mrsr.training.throughplane.train_network` on them for ``steps`` steps from
+       ``seed`` (the same output for the same input and settings under any machine load), or
+       fewer when the optional cap of ``max_time`` seconds runs out first;
     3. :func:`apply_network` across both in-plane axes and average;
     4. with ``consistency``, :func:`slice_consistency`: the acquisition of the output then
        reproduces the input slices (switch it off when the real profile is far from the model);
@@ -151,7 +153,10 @@ def super_resolve_through_plane(
        input (``nonnegative`` ``None``) are clamped at 0, alternating with the consistency
        (:func:`mrsr.intensity.project_in_range`) so that the result is both as far as they
        agree; the relative RMS difference between the input slices and the output's acquisition
-       is noted as ``consistency_residual`` (:func:`mrsr.provenance.add_facts`).
+       is noted as ``consistency_residual`` (:func:`mrsr.provenance.add_facts`), beside
+       ``through_plane_steps_trained``, ``through_plane_time_capped`` (whether the cap cut the
+       training short), ``through_plane_seed`` and ``through_plane_profile``, the slice profile
+       trained for.
 
     ``network_options`` go to :class:`~mrsr.networks.throughplane.ThroughPlaneNet`.
 
@@ -180,11 +185,11 @@ def super_resolve_through_plane(
     fine_mm = spacing(affine)[axis] / per_slice
     in_plane = [a for a in range(3) if a != axis]
     step = fine_mm / float(np.mean(spacing(affine)[in_plane]))
-    network, _ = train_network(
+    network, losses = train_network(
         training_slices(volume.as_tensor(), fine.as_tensor(), axis, step),
         model,
-        time_budget=time_budget,
-        steps=steps,
+        steps,
+        max_time=max_time,
         seed=seed,
         device=device,
         progress=progress,
@@ -193,7 +198,26 @@ def super_resolve_through_plane(
     sr = apply_network(
         fine, network, in_plane, batch_size=batch_size, device=device, progress=progress
     )
-    return _consistent(sr, volume.as_tensor().float(), model, axis, consistency, nonnegative)
+    sr = _consistent(sr, volume.as_tensor().float(), model, axis, consistency, nonnegative)
+    add_facts(
+        sr,
+        {
+            "through_plane_steps_trained": len(losses),
+            "through_plane_time_capped": len(losses) < steps,
+            "through_plane_seed": seed,
+            "through_plane_profile": _profile_facts(model, fine_mm),
+        },
+    )
+    return sr
+
+
+def _profile_facts(model: SliceProfile, fine_mm: float) -> dict[str, Any]:
+    """The slice profile trained for, in mm, for the record."""
+    return {
+        "kind": model.kind,
+        "thickness_mm": round(model.thickness * fine_mm, 6),
+        "spacing_mm": round(model.spacing * fine_mm, 6),
+    }
 
 
 def _consistent(

@@ -99,7 +99,8 @@ MISUSES = {
     "tta text": (lambda f: Pipeline("zerofill", tta="yes"), "tta must be"),
     "nonnegative number": (lambda f: Pipeline("zerofill", nonnegative=0), "nonnegative must"),
     "data consistency 2": (lambda f: Pipeline("zerofill", data_consistency=2), "data_consistency"),
-    "budget text": (lambda f: Pipeline("zerofill", through_plane_budget="2"), "through_plane_b"),
+    "steps text": (lambda f: Pipeline("zerofill", through_plane_steps="2"), "through_plane_s"),
+    "max time 0": (lambda f: Pipeline("zerofill", through_plane_max_time=0), "through_plane_m"),
     "profile": (lambda f: Pipeline("zerofill", slice_profile="sinc"), "slice_profile must"),
     "degradation": (lambda f: Pipeline("zerofill", degradation="blur"), "degradation must"),
     "unknown network": (lambda f: Pipeline(network="nope"), "network must be"),
@@ -226,7 +227,7 @@ def test_a_scale_the_target_grid_does_not_need_is_refused_not_ignored(tmp_path, 
 
 @pytest.mark.parametrize(
     "flags",
-    [["--slice-thickness", "3"], ["--profile", "gaussian"], ["--through-plane-budget", "5"]],
+    [["--slice-thickness", "3"], ["--profile", "gaussian"], ["--through-plane-steps", "5"]],
 )
 def test_through_plane_options_without_a_target_grid_are_refused(tmp_path, capsys, flags):
     src, out = fine_scan(tmp_path), tmp_path / "o.nii.gz"

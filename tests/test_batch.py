@@ -142,15 +142,16 @@ def test_a_job_writes_each_of_its_outputs_with_its_record_and_plans_them_all(tmp
 
 
 def test_throughplane_records_its_settings_under_the_keys_upscale_uses(tmp_path):
-    """The through-plane step's budget, steps, seed, thickness and profile have one set of
-    keys (:func:`mrsr.provenance.through_plane_settings`), whichever command ran it."""
+    """The through-plane step's steps, time cap, seed, thickness and profile have one set of
+    keys (:func:`mrsr.provenance.through_plane_settings` and the facts of
+    :func:`mrsr.throughplane.super_resolve_through_plane`), whichever command ran it."""
     from mrsr.cli import main
 
     src = nifti(tmp_path / "thick.nii.gz", (12, 12, 4), affine=np.diag([1.0, 1.0, 3.0, 1.0]))
-    args = ["--time-budget", "5", "--steps", "1", "--seed", "3", "--slice-thickness", "2", "-q"]
+    args = ["--max-time", "500", "--steps", "1", "--seed", "3", "--slice-thickness", "2", "-q"]
     assert main(["throughplane", str(src), str(tmp_path / "iso.nii.gz"), *args]) == 0
     record = json.loads((tmp_path / "iso.json").read_text())["mrsr"]
-    assert record["through_plane_budget_s"] == 5.0 and record["through_plane_steps"] == 1
+    assert record["through_plane_max_time_s"] == 500.0 and record["through_plane_steps"] == 1
     assert record["through_plane_seed"] == 3 and record["slice_thickness_mm"] == 2.0
     assert record["slice_profile"] == "box"
-    assert not {"time_budget_s", "steps", "seed"} & set(record)
+    assert not {"max_time_s", "steps", "seed"} & set(record)

@@ -28,7 +28,7 @@ def source(path, units=("mm", "msec")):
 COMMANDS = {
     "upscale": ["upscale", "{src}", "{out}", "--model", "zerofill"],
     "degrade": ["degrade", "{src}", "{out}", "--scale", "2"],
-    "throughplane": ["throughplane", "{src}", "{out}", "--steps", "1", "--time-budget", "1"],
+    "throughplane": ["throughplane", "{src}", "{out}", "--steps", "1", "--max-time", "60"],
 }
 
 

@@ -217,7 +217,7 @@ def test_folder_mode_puts_every_volume_on_the_reference_grid(tmp_path, write_nif
     for name, kind in (("a", "ras"), ("b", "permuted")):
         write_nifti(f"in/{name}.nii.gz", phantom((12, 10, 4), seed=1), make_affine(kind, (2, 2, 3)))
     argv = ["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--like", ref]
-    assert main([*argv, "--model", "zerofill", "--through-plane-budget", "0", "-q"]) == 0
+    assert main([*argv, "--model", "zerofill", "--through-plane-steps", "0", "-q"]) == 0
     for name in ("a", "b"):
         img = nib.load(tmp_path / "out" / f"{name}.nii.gz")
         assert img.shape == (20, 18, 4)
@@ -266,7 +266,7 @@ def test_thick_slices_go_through_the_self_trained_network_onto_the_target(
         "--slice-thickness",
         "3.5",
     ]
-    assert main([*argv, "--through-plane-budget", "2"]) == 0
+    assert main([*argv, "--through-plane-steps", "10"]) == 0
     err = capsys.readouterr().err
     assert "through-plane x5.00 (axis 2) by the network trained on the scan (to 0.9 mm)" in err
     img = nib.load(out)
@@ -294,11 +294,11 @@ def test_dicom_slice_thickness_is_read_for_the_through_plane_step(tmp_path, caps
         "--model",
         "zerofill",
     ]
-    assert main([*argv, "--through-plane-budget", "1"]) == 0
+    assert main([*argv, "--through-plane-steps", "5"]) == 0
     record = json.loads((tmp_path / "iso.json").read_text())["mrsr"]
     assert record["slice_thickness_mm"] == 3.0
     assert nib.load(out).shape == (32, 32, 36)
     override = tmp_path / "given.nii.gz"
     argv[2] = str(override)
-    assert main([*argv, "--through-plane-budget", "1", "--slice-thickness", "4"]) == 0
+    assert main([*argv, "--through-plane-steps", "5", "--slice-thickness", "4"]) == 0
     assert json.loads((tmp_path / "given.json").read_text())["mrsr"]["slice_thickness_mm"] == 4.0

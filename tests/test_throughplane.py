@@ -1,17 +1,27 @@
-"""Through-plane super-resolution: slab simulation, output grid, sub-voxel shift, training, CLI."""
+"""Through-plane super-resolution: slab simulation, output grid, sub-voxel shift, training, CLI,
+and the same output for the same input under any load."""
+
+import json
+import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from conftest import make_affine, meta_volume, phantom, subvoxel_shift
+from monai.data import MetaTensor
 
+from mrsr import Pipeline
 from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.geometry import resampled_affine
 from mrsr.networks.throughplane import ThroughPlaneNet
+from mrsr.provenance import FACTS
 from mrsr.slice_profiles import SliceProfile, along, simulate_thick_slices
 from mrsr.throughplane import apply_network, resolve_factor, super_resolve_through_plane
+from mrsr.training import throughplane as training
 from mrsr.training.throughplane import train_network
 
 TINY = dict(channels=8, n_blocks=1, n_units=1)  # a fast network for the geometry tests
@@ -202,4 +212,123 @@ def test_command_help_has_examples(capsys):
         main(["throughplane", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "usage: mrsr throughplane" in out and "examples:" in out and "--time-budget" in out
+    assert "usage: mrsr throughplane" in out and "examples:" in out and "--max-time" in out
+
+
+# ---------------------------------------------------------------- same input, same output
+
+
+BOX4 = {"kind": "box", "thickness_mm": 4.0, "spacing_mm": 4.0}  # 4 mm slices, 4 mm apart
+
+
+def small_case() -> MetaTensor:
+    volume = meta_volume(phantom((16, 16, 16), sigma=3.0), make_affine("oblique"))
+    return simulate_thick_slices(volume, 4)[0]
+
+
+@pytest.mark.slow
+def test_same_output_twice_under_a_competing_cpu_load():
+    """Training is a fixed number of seeded steps: busy loops on every core, which slow each
+    step down, change nothing, bit for bit."""
+    thick = small_case()
+    quiet = super_resolve_through_plane(thick, steps=15, seed=2, **TINY)
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        loaded = super_resolve_through_plane(thick, steps=15, seed=2, **TINY)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert torch.equal(quiet.as_tensor(), loaded.as_tensor())
+    assert loaded.meta[FACTS]["through_plane_steps_trained"] == 15
+    other_seed = super_resolve_through_plane(thick, steps=15, seed=3, **TINY)
+    assert not torch.equal(quiet.as_tensor(), other_seed.as_tensor())  # the seed matters
+
+
+class Clock:
+    """A monotonic clock that advances ``tick`` seconds at every reading: a machine slowed
+    down without limit."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_default_training_never_stops_on_the_clock_and_a_cap_records_the_steps(monkeypatch):
+    thick = small_case()
+    steady = super_resolve_through_plane(thick, steps=6, **TINY)
+    monkeypatch.setattr(training, "monotonic", Clock(1000.0))  # each step "takes" 1000 s
+    slow = super_resolve_through_plane(thick, steps=6, **TINY)
+    assert torch.equal(steady.as_tensor(), slow.as_tensor())
+    facts = slow.meta[FACTS]
+    assert facts["through_plane_steps_trained"] == 6 and not facts["through_plane_time_capped"]
+    monkeypatch.setattr(training, "monotonic", Clock(1.0))  # 1 s per reading
+    capped = super_resolve_through_plane(thick, steps=6, max_time=3.5, **TINY)
+    facts = capped.meta[FACTS]
+    assert facts["through_plane_steps_trained"] == 3 and facts["through_plane_time_capped"]
+    assert not torch.equal(steady.as_tensor(), capped.as_tensor())
+    assert facts["through_plane_seed"] == 0 and facts["through_plane_profile"] == BOX4
+
+
+def test_one_and_two_threads_agree_within_1e_4_of_the_range():
+    thick = small_case()
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outputs.append(super_resolve_through_plane(thick, steps=10, seed=1, **TINY))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = (o.as_tensor().double() for o in outputs)
+    assert (one - two).abs().max() <= 1e-4 * float(one.max() - one.min())
+    untrained = super_resolve_through_plane(thick, steps=0, **TINY).as_tensor().double()
+    assert (one - untrained).abs().max() > 1e-2 * float(one.max() - one.min())  # it trained
+
+
+def test_axis_option_reaches_the_training(tmp_path, write_nifti):
+    """Thick along x and z: --axis chooses which one is super-resolved."""
+    src = write_nifti("both.nii.gz", phantom((6, 20, 6)), np.diag([3.0, 1.0, 3.0, 1.0]))
+    shapes = {}
+    for axis in (0, 2):
+        out = tmp_path / f"axis{axis}.nii.gz"
+        argv = ["throughplane", src, str(out), "--axis", str(axis), "--factor", "3", "-q"]
+        assert main([*argv, "--steps", "2"]) == 0
+        shapes[axis] = nib.load(str(out)).shape
+    assert shapes == {0: (18, 20, 6), 2: (6, 20, 18)}
+
+
+def test_sidecars_record_steps_seed_cap_and_profile(tmp_path, write_nifti):
+    src = write_nifti("thick.nii.gz", phantom((16, 16, 6)), np.diag([1.0, 1.0, 4.0, 1.0]))
+    out = tmp_path / "iso.nii.gz"
+    argv = ["throughplane", src, str(out), "--steps", "3", "--seed", "5", "--profile", "gaussian"]
+    assert main([*argv, "-q"]) == 0
+    record = json.loads((tmp_path / "iso.json").read_text())["mrsr"]
+    assert record["through_plane_steps"] == 3 and record["through_plane_steps_trained"] == 3
+    assert record["through_plane_seed"] == 5 and record["through_plane_time_capped"] is False
+    assert "through_plane_max_time_s" not in record  # no cap given
+    assert record["through_plane_profile"] == {**BOX4, "kind": "gaussian"}
+
+    out = tmp_path / "up.nii.gz"
+    argv = ["upscale", src, str(out), "--model", "zerofill", "--voxel-size", "1"]
+    assert main([*argv, "--through-plane-steps", "2", "--through-plane-max-time", "900", "-q"]) == 0
+    record = json.loads((tmp_path / "up.json").read_text())["mrsr"]
+    assert record["through_plane_steps"] == 2 and record["through_plane_steps_trained"] == 2
+    assert record["through_plane_max_time_s"] == 900 and record["through_plane_seed"] == 0
+    assert record["through_plane_time_capped"] is False and record["through_plane_profile"] == BOX4
+
+
+def test_pipeline_takes_the_command_line_s_through_plane_options():
+    thick = small_case()
+    pipe = Pipeline("zerofill", through_plane_steps=4, through_plane_max_time=600)
+    facts = pipe(thick, voxel_size=1.0).meta[FACTS]
+    assert facts["through_plane_steps_trained"] == 4 and not facts["through_plane_time_capped"]
+    cubic = Pipeline("zerofill", through_plane_steps=0)
+    assert "by cubic B-spline interpolation" in cubic.plan(thick, voxel_size=1.0).describe()
+    assert "through_plane_steps_trained" not in cubic(thick, voxel_size=1.0).meta.get(FACTS, {})

@@ -8,8 +8,8 @@ pairs of a :class:`~mrsr.networks.throughplane.ThroughPlaneNet` (SMORE-style sel
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -78,9 +78,9 @@ def _batch(
 def train_network(
     slices: torch.Tensor,
     profile: SliceProfile,
+    steps: int,
     *,
-    time_budget: float = 180.0,
-    steps: int | None = None,
+    max_time: float | None = None,
     seed: int = 0,
     patch_size: int = 48,
     batch_size: int = 16,
@@ -93,10 +93,13 @@ def train_network(
     sampled on the fine grid of ``profile`` (its lengths in the slices' voxels).
 
     Pairs come from :func:`_batch` with patches of ``patch_size`` (smaller for small slices);
-    L1 loss, Adam at ``lr``. Stops after ``steps`` steps or ``time_budget`` seconds, whichever
-    comes first. Deterministic given ``seed`` and the number of steps taken (the weights and
-    every batch come from the seed; a time budget stops at a machine-dependent step). Returns
-    the network (in eval mode) and the loss of every step.
+    L1 loss, Adam at ``lr``, ``steps`` steps of ``batch_size`` patches, or fewer when
+    ``max_time`` seconds (a cap, default none) run out first. The weights and every batch come
+    from ``seed``, so ``steps`` steps give the same network under any machine load (bit for bit
+    on one machine and thread count on the CPU; on a GPU as far as its kernels are deterministic,
+    see ``torch.use_deterministic_algorithms``); a time cap stops at a load-dependent step.
+    Returns the network (in eval mode) and the loss of every step taken (their number is the
+    steps trained).
     """
     side = min(patch_size, *slices.shape[1:])
     if side < 2 * profile.spacing:
@@ -112,7 +115,7 @@ def train_network(
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
-    start = time.monotonic()
+    start = monotonic()
     bar = progress_bar(
         100,
         "training",
@@ -120,10 +123,11 @@ def train_network(
         enabled=progress,
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
     )
+    cap = math.inf if max_time is None else max_time
     with bar:
-        while steps is None or len(losses) < steps:
-            elapsed = time.monotonic() - start
-            if elapsed >= time_budget:
+        while len(losses) < steps:
+            elapsed = monotonic() - start
+            if elapsed >= cap:
                 break
             pair = _batch(slices, operators, side, batch_size, rng)
             source, target = (t.to(device) for t in pair)
@@ -132,12 +136,12 @@ def train_network(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            done = max(elapsed / time_budget, len(losses) / steps if steps else 0.0)
+            done = max(elapsed / cap, len(losses) / steps)
             recent = losses[-_LOSS_WINDOW:]
             loss_shown = f"{sum(recent) / len(recent):.4f}"
             bar.set_postfix(step=len(losses), loss=loss_shown, refresh=False)
             bar.update(int(100 * min(done, 1.0)) - bar.n)
-        bar.update(100 - bar.n)  # the budget or the steps are used up: training is complete
+        bar.update(100 - bar.n)  # the steps or the time cap are used up: training is complete
     return network.eval(), losses
 
 
