@@ -3,9 +3,10 @@
 In the manner of MRIQC's and fMRIPrep's reports, the page holds, for every volume:
 
 - the input (when known), every output and (when there is one) the reference, each in three
-  orthogonal planes through the centre of the volume's foreground, reoriented to one stated
-  convention with R/L, A/P, S/I letters on every edge (:class:`mrsr.orientation.View`), on one
-  grey window (the 0.5-99.5 percentiles of the reference's planes, else of the main output's);
+  orthogonal planes through the centre of the volume's foreground (a single slice: its own
+  plane) at one physical scale, reoriented to one stated convention with R/L, A/P, S/I letters
+  on every edge (:class:`mrsr.orientation.View`), on one grey window (the 0.5-99.5 percentiles
+  of the reference's planes, else of the main output's);
 - the absolute error ``|output - reference|`` of each image on a common colour scale, with a
   reference;
 - a before/after comparison: a slider (and a flicker switch) between the input and the main
@@ -134,7 +135,7 @@ def _cell(cell: Cell) -> str:
         return f"<td>{html.escape(cell)}</td>"
     if isinstance(cell[0], str):
         return f'<td><a href="{html.escape(cell[1], quote=True)}">{html.escape(cell[0])}</a></td>'
-    value, spec = cell
+    value, spec = float(cell[0]), cell[1]  # a numpy float's repr would name its type
     text = f"{value:{spec}}" if math.isfinite(value) else "-"
     return f'<td class="num" data-value="{value!r}">{text}</td>'
 
