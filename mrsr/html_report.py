@@ -71,8 +71,8 @@ __all__ = [
 ]
 
 OUTLIER_Z = 3.5  # robust z-score beyond which a volume is an outlier (Iglewicz & Hoaglin 1993)
-DPI = 100
-PANEL_INCHES = 1.8
+DPI = 100  # dots per inch of the page's figures (a row of three planes: ~540 px wide)
+PANEL_INCHES = 1.8  # height of a row of planes, and its width per plane
 INPUT = "input (nearest)"  # the caption of an input's figures
 OUTPUT = "output"  # the caption of an output's figures
 _PLANE_ORDER = ("sagittal", "coronal", "axial")
