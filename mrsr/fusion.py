@@ -41,28 +41,28 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-from mrsr import slice_profiles
 from mrsr.errors import MRSRError, one_line
 from mrsr.geometry import resampled_affine, slice_axis, spacing
 from mrsr.intensity import clamps, relative_residual
 from mrsr.io import as_volume
 from mrsr.labels import refuse_label_map
 from mrsr.memory import check_fits
+from mrsr.profile_estimation import slice_profile_for
 from mrsr.progress import note
 from mrsr.provenance import add_facts
 from mrsr.registration import corrected, register_rigid
 from mrsr.resample import aligned_axes, index_map, resample, step_sizes
-from mrsr.slice_profiles import SliceProfile, along, axis_factors
+from mrsr.slice_profiles import Profile, SliceProfile, along, axis_factors
 from mrsr.target import GridPlan, plan_grid, target_grid
 
-__all__ = ["ITERATIONS", "WEIGHT", "Acquisition", "fuse_stacks", "solve"]
+__all__ = ["ITERATIONS", "WEIGHT", "Acquisition", "fuse_stacks", "solve", "through_plane_estimate"]
 
 WEIGHT = 0.1  # of the estimates against the measurements (docs/geometry.md: measured)
 ITERATIONS = 30  # conjugate-gradient iterations at most
 TOLERANCE = 1e-3  # ... or until the normal equations' residual is this fraction of the first
 
-# (stack, its plan onto the target grid, its slice thickness in mm) -> its estimate there
-Estimate = Callable[[MetaTensor, GridPlan, "float | None"], MetaTensor]
+# (stack, its plan onto the target grid, its slice thickness in mm and profile) -> its estimate
+Estimate = Callable[[MetaTensor, GridPlan, "float | None", "str | Profile"], MetaTensor]
 
 
 def _linear(positions: np.ndarray, n: int) -> torch.Tensor | None:
@@ -113,7 +113,7 @@ class Acquisition:
         axis: int,
         per_slice: float,
         gap: float,
-        kind: str,
+        kind: str | Profile,
         shape: Sequence[int],
         affine: np.ndarray,
     ) -> Acquisition:
@@ -237,20 +237,20 @@ def through_plane_estimate(
     stack: MetaTensor,
     plan: GridPlan,
     thickness: float | None,
-    *,
-    profile: str = slice_profiles.DEFAULT,
+    profile: str | Profile,
     **options: Any,
 ) -> MetaTensor:
     """One stack's estimate on the plan's grid: its through-plane network
-    (:func:`~mrsr.throughplane.super_resolve_through_plane` with ``options``) onto the plan's
-    fine voxel size along its slice axis, where its slices are thick, then resampling
-    (band-limited in-plane, cubic B-spline along the slices)."""
+    (:func:`~mrsr.throughplane.super_resolve_through_plane` with ``options``, for slices
+    ``thickness`` mm thick with the ``profile``) onto the plan's fine voxel size along its
+    slice axis, where its slices are thick, then resampling (band-limited in-plane, cubic
+    B-spline along the slices)."""
     from mrsr.throughplane import super_resolve_through_plane
 
     if plan.through_plane:
         stack = super_resolve_through_plane(
             stack,
-            thickness=thickness,
+            thickness=None if isinstance(profile, Profile) else thickness,
             profile=profile,
             fine_spacing=plan.through_plane,
             axis=plan.axis,
@@ -311,7 +311,7 @@ def fuse_stacks(
     *,
     register: bool = False,
     thickness: float | Sequence[float | None] | None = None,
-    profile: str = slice_profiles.DEFAULT,
+    profile: str | Profile | None = None,
     weight: float = WEIGHT,
     iterations: int = ITERATIONS,
     nonnegative: bool | None = None,
@@ -327,9 +327,12 @@ def fuse_stacks(
     (exactly its grid); see the module's description for the steps.
 
     ``stacks``: two or more of anything :func:`mrsr.io.as_volume` takes, with the same
-    channels. ``register``: rigidly register each to the first first (else stacks whose field
-    of view misses the target are refused). ``thickness`` (mm; one for all or one per stack;
-    default: each stack's slice spacing) and ``profile``: the slice profile of every stack.
+    channels. ``register``: register each stack rigidly to the first one before (without it,
+    stacks whose field of view misses the target are refused). ``thickness`` (mm; one for all
+    or one per stack) and ``profile`` (a name of :data:`mrsr.slice_profiles.PROFILES` or a
+    measured :class:`~mrsr.slice_profiles.Profile`): every stack's slice profile; with neither,
+    each stack's is estimated from it (:func:`mrsr.profile_estimation.slice_profile_for`, as
+    the through-plane step does), and the stack's network and operator both use it.
     ``weight``: of the estimates against the measurements (:data:`WEIGHT`); ``iterations``:
     of conjugate gradients at most. ``axis``: every stack's slice axis (default: each one's,
     :func:`mrsr.geometry.slice_axis`). ``options``: of
@@ -365,9 +368,12 @@ def fuse_stacks(
         raise MRSRError("fusing stacks needs a target grid: give voxel_size or like")
     shape, affine = grid
     axes = [slice_axis(np.asarray(v.affine), v.meta) if axis is None else axis for v in volumes]
+    models = [  # (profile, thickness in mm or None, facts) of each stack
+        slice_profile_for(v, a, t, profile) for v, a, t in zip(volumes, axes, thicknesses)
+    ]
     operators = [
-        _operator(v, a, t, profile, shape, affine, k)
-        for k, (v, a, t) in enumerate(zip(volumes, axes, thicknesses))
+        _operator(v, a, t, kind, shape, affine, k)
+        for k, (v, a, (kind, t, _)) in enumerate(zip(volumes, axes, models))
     ]
     voxels = math.prod(shape) * volumes[0].shape[0]
     fine = sum(op.inside.numel() * op.profile.shape[1] // op.profile.shape[0] for op in operators)
@@ -376,23 +382,19 @@ def fuse_stacks(
         f"fusing {len(volumes)} stacks onto {'x'.join(map(str, shape))}",
     )
     estimate = estimate or partial(
-        through_plane_estimate,
-        profile=profile,
-        nonnegative=nonnegative,
-        progress=progress,
-        **options,
+        through_plane_estimate, nonnegative=nonnegative, progress=progress, **options
     )
     meta = dict(volumes[0].meta)
     total = torch.zeros((volumes[0].shape[0], *shape))
     cover = torch.zeros(shape)
-    for k, (volume, a, t) in enumerate(zip(volumes, axes, thicknesses)):
+    for k, (volume, a, (kind, t, _)) in enumerate(zip(volumes, axes, models)):
         plan = plan_grid(
             volume.shape[1:], np.asarray(volume.affine), a, shape, affine, scale, through_plane
         )
         if progress:
             note(one_line(f"stack {k + 1}/{len(volumes)} {_name(volume, k)}: {plan.describe()}"))
         inside = _coverage(volume, shape, affine)
-        total += estimate(volume, plan, t).as_tensor().float() * inside
+        total += estimate(volume, plan, t, kind).as_tensor().float() * inside
         cover += inside
     prior = total / cover.clamp(min=1)
     out, residuals, clamped, taken = [], [], [], 0
@@ -417,6 +419,7 @@ def fuse_stacks(
         "clamped_at_zero": clamped[0] if len(set(clamped)) == 1 else clamped,
         "stacks": [_name(v, k) for k, v in enumerate(volumes)],
         "stack_residuals": residuals,
+        "stack_profiles": [facts for _, _, facts in models],
         "fusion_weight": weight,
         "fusion_iterations": taken,
     }
@@ -430,7 +433,7 @@ def _operator(
     volume: MetaTensor,
     axis: int,
     thickness: float | None,
-    profile: str,
+    profile: str | Profile,
     shape: Sequence[int],
     affine: np.ndarray,
     k: int,

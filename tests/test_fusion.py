@@ -18,8 +18,16 @@ from mrsr.resample import resample, voxel_size_grid
 from mrsr.slice_profiles import simulate_thick_slices
 from mrsr.throughplane import super_resolve_through_plane
 
-TINY = dict(channels=8, n_blocks=1, n_units=1, steps=0)  # untrained: fusion is under test
+TINY = dict(channels=8, n_blocks=1, n_units=1, steps=0, profile="box")  # untrained: fast
 RESIDUAL = 0.01  # relative RMS re-acquisition residual bound at the default weight 0.1
+
+
+def interpolated(stack, plan, thickness, profile):
+    """A stack's estimate without a network (fast): resampled onto the plan's grid."""
+    return resample(stack, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
+
+
+FAST = dict(estimate=interpolated, profile="box")
 
 
 def orthogonal_stacks(kind="ras", size=24, factor=4):
@@ -71,7 +79,7 @@ def test_fused_volume_lies_on_the_reference_grid_and_reproduces_every_stack(kind
 
 def test_voxel_size_grid_covers_the_first_stack():
     truth, stacks = orthogonal_stacks("oblique", size=16)
-    fused = fuse_stacks(stacks, voxel_size=1.6, **TINY)
+    fused = fuse_stacks(stacks, voxel_size=1.6, **FAST)
     first = np.asarray(stacks[0].affine)
     # the first stack: 4 slabs of 4 mm along axis 0 by 16 x 16 pixels of 1 mm, a 16 mm cube
     assert fused.shape[1:] == (10, 10, 10)
@@ -104,17 +112,35 @@ def test_pipeline_fuses_onto_the_grid():
     assert max(fused.meta["mrsr_facts"]["stack_residuals"]) < RESIDUAL
 
 
+def moved_by(volume, degrees=(4.0, -3.0), shift=(2.0, -1.5, 1.0)):
+    """``(volume seen after a rigid motion, the motion)``: its header now says ``motion @ affine``
+    (the voxels stay where they were in the truth's world)."""
+    motion = np.eye(4)
+    motion[:3, :3] = rotation((degrees[1], 0.0, degrees[0]))
+    motion[:3, 3] = shift
+    return corrected(volume, np.linalg.inv(motion)), motion
+
+
 def test_registration_recovers_a_moved_stack():
     truth, stacks = orthogonal_stacks("ras", size=40)
-    motion = np.eye(4)
-    a, b = np.deg2rad(4.0), np.deg2rad(-3.0)
-    motion[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
-    motion[:3, :3] @= [[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]]
-    motion[:3, 3] = [2.0, -1.5, 1.0]
-    moved = corrected(stacks[2], np.linalg.inv(motion))  # the header now says motion @ affine
+    moved, motion = moved_by(stacks[2])
     found, _ = register_rigid(stacks[0], moved)
     np.testing.assert_allclose(found[:3, :3], motion[:3, :3], atol=0.01)  # 0.6 degrees
     np.testing.assert_allclose(found[:3, 3], motion[:3, 3], atol=0.5)  # 1/8 of a slice
+
+
+@pytest.mark.slow
+def test_registered_fusion_records_the_motion_and_fits_every_stack():
+    truth, stacks = orthogonal_stacks("ras", size=40)
+    moved, motion = moved_by(stacks[2])
+    stacks[2] = moved
+    plain = fuse_stacks(stacks, like=truth, **FAST).meta["mrsr_facts"]
+    fused = fuse_stacks(stacks, like=truth, register=True, **FAST).meta["mrsr_facts"]
+    assert "registration" not in plain and len(fused["registration"]) == 3
+    np.testing.assert_array_equal(fused["registration"][0], np.eye(4))
+    np.testing.assert_allclose(np.asarray(fused["registration"][2])[:3, 3], motion[:3, 3], atol=0.5)
+    assert max(plain["stack_residuals"]) > 2 * RESIDUAL  # the moved stack disagrees
+    assert max(fused["stack_residuals"]) < 2 * RESIDUAL  # up to the registration's error
 
 
 def test_bad_stacks_are_refused():
@@ -127,7 +153,7 @@ def test_bad_stacks_are_refused():
     away[:3, 3] = -500.0
     far = corrected(stacks[1], away)  # 500 mm off in every direction
     with pytest.raises(MRSRError, match=r"stacks\[1\]: its field of view does not overlap"):
-        fuse_stacks([stacks[0], far], like=truth, **TINY)
+        fuse_stacks([stacks[0], far], like=truth, **FAST)
     two = MetaTensor(torch.cat([stacks[2].as_tensor()] * 2), affine=stacks[2].affine)
     with pytest.raises(MRSRError, match="2 channels"):
         fuse_stacks([stacks[0], two], like=truth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import inference_options, read_checked
+from mrsr.cli.common import inference_options, read_checked, slice_profile_options
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -84,6 +84,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
             f"{len(inputs)} stacks need a target grid: give --voxel-size MM or --like REF"
         )
     weight = WEIGHT if args.fusion_weight is None else args.fusion_weight
+    options = slice_profile_options(args, None)  # a bad profile file refused before any work
     thicknesses = []
 
     def read(job: Job) -> list:
@@ -91,7 +92,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         for path in inputs:
             stack_job = job if path == job.path else Job(path, job.outputs)
             stack_job.info = stack_job.info or inspect_volume(path)
-            thicknesses.append(args.slice_thickness or stack_job.info.slice_thickness)
+            header_mm = stack_job.info.slice_thickness
+            thicknesses.append(slice_profile_options(args, header_mm)["thickness"])
             stacks.append(read_checked(stack_job, 12 * 8 / len(inputs), 8 / len(inputs)))
         return stacks
 
@@ -103,7 +105,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
             args.like,
             register=args.register,
             thickness=thicknesses,
-            profile=args.profile,
+            profile=options["profile"],
+            inplane_resolution=options["inplane_resolution"],
             weight=weight,
             steps=args.steps,
             max_time=args.max_time,
