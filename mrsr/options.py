@@ -40,6 +40,7 @@ __all__ = [
     "check_network_options",
     "check_options",
     "check_path",
+    "check_resolution",
 ]
 
 # Data types a NIfTI output can hold; "input" means the input file's own type.
@@ -89,6 +90,24 @@ def check_path(value: Any, name: str) -> str | os.PathLike:
         return value
     hint = "; decode it with os.fsdecode()" if isinstance(text, bytes) else ""
     raise MRSRError(f"{name} must be a str or pathlib.Path, got {shown(value)}{hint}")
+
+
+def check_resolution(value: Any, name: str) -> float | tuple[float, ...]:
+    """A resolution in mm above 0 and at most 100: one number (or its text), or a sequence of
+    one or two."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(values) <= 2:
+        raise MRSRError(f"{name} takes one or two values in mm, got {shown(value)}")
+    checked = []
+    for v in values:
+        try:
+            v, ok = _as_kind(float(v) if isinstance(v, str) else v, float)
+        except ValueError:  # text that is no number (the command line's)
+            ok = False
+        if not (ok and 0 < v <= 100):
+            raise MRSRError(f"{name} must be above 0 and at most 100 mm, got {shown(value)}")
+        checked.append(v)
+    return checked[0] if len(checked) == 1 else tuple(checked)
 
 
 def check_network(value: Any, name: str) -> Any:
@@ -195,7 +214,7 @@ POSITIVE_INT = Option(int, 1, 1_000_000_000)
 FLAG = Option(bool)
 # live views of the registries: an entry added there is a valid choice here
 METHOD = Option(str, choices=DEGRADATIONS.keys())
-PROFILE = Option(str, choices=PROFILES.keys())
+PROFILE = Option(str, choices=PROFILES.keys(), optional=True)  # None: estimated from the scan
 OPTIONS: dict[str, Option] = {
     "network": Option(str, custom=check_network),
     "degradation": METHOD,
@@ -215,6 +234,8 @@ OPTIONS: dict[str, Option] = {
     "through_plane_max_time": Option(float, 0.0, 7 * 24 * 3600.0, above=True, optional=True),
     "profile": PROFILE,
     "slice_profile": PROFILE,
+    "slice_profile_file": Option(str, custom=check_path, optional=True),  # mrsr.slice_profiles
+    "inplane_acquired_resolution": Option(float, custom=check_resolution, optional=True),  # mm
     "tta": FLAG,
     "progress": FLAG,
     "overwrite": FLAG,

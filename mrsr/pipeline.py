@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from mrsr import degradations, networks, slice_profiles, zoo
+from mrsr import degradations, networks, zoo
 from mrsr.batch import Job, Made
 from mrsr.checkpoint import ModelSpec, load_checkpoint
 from mrsr.errors import MRSRError, one_line, shown
@@ -37,6 +37,7 @@ from mrsr.provenance import add_facts, record, through_plane_settings
 from mrsr.resample import resample, resample_bytes
 from mrsr.saving import Saving
 from mrsr.settings import UPSCALE_THROUGH_PLANE_STEPS, InferenceSettings
+from mrsr.slice_profiles import read_profile
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score"]
@@ -75,7 +76,14 @@ class Pipeline(Saving):
         through_plane_max_time: seconds after which that training stops even if the steps are
             not done (``None``, the default: no cap); the record says how many were.
         slice_thickness: the thick slices' thickness in mm (default: their spacing).
-        slice_profile: their profile, a name of :data:`mrsr.slice_profiles.PROFILES`.
+        slice_profile: their profile, a name of :data:`mrsr.slice_profiles.PROFILES` (default
+            box with a thickness; with neither, shape and width are estimated from the scan,
+            :func:`mrsr.profile_estimation.slice_profile_for`).
+        slice_profile_file: a measured profile instead, a JSON file of weights
+            (:func:`mrsr.slice_profiles.read_profile`), with its own width.
+        inplane_acquired_resolution: the in-plane resolution the scan was acquired at, mm (one
+            value, or one per in-plane axis; default: found from the spectrum,
+            :func:`mrsr.inplane_resolution.acquired_resolution`).
         **options: constructor options of the named network.
 
     Every argument is checked against the declared options (:mod:`mrsr.options`) and every
@@ -100,7 +108,9 @@ class Pipeline(Saving):
         through_plane_steps: int = UPSCALE_THROUGH_PLANE_STEPS,
         through_plane_max_time: float | None = None,
         slice_thickness: float | None = None,
-        slice_profile: str = slice_profiles.DEFAULT,
+        slice_profile: str | None = None,
+        slice_profile_file: str | os.PathLike | None = None,
+        inplane_acquired_resolution: float | tuple[float, float] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(data_consistency, bool):  # True: weight 1
@@ -118,6 +128,8 @@ class Pipeline(Saving):
                 "through_plane_max_time": through_plane_max_time,
                 "slice_thickness": slice_thickness,
                 "slice_profile": slice_profile,
+                "slice_profile_file": slice_profile_file,
+                "inplane_acquired_resolution": inplane_acquired_resolution,
             },
             OPTIONS,
             "",
@@ -148,6 +160,16 @@ class Pipeline(Saving):
         self.through_plane_steps = int(through_plane_steps)
         self.through_plane_max_time = through_plane_max_time
         self.slice_thickness, self.slice_profile = slice_thickness, slice_profile
+        measured = slice_profile_file is not None
+        self.measured_profile = read_profile(slice_profile_file) if measured else None
+        if measured and (slice_thickness or slice_profile):
+            raise MRSRError(
+                "slice_profile_file gives the profile and its width: leave out slice_profile "
+                "and slice_thickness"
+            )
+        self.inplane_acquired_resolution = OPTIONS["inplane_acquired_resolution"].check(
+            inplane_acquired_resolution, "inplane_acquired_resolution"
+        )
         self.weights: Path | None = None  # the checkpoint file the network's weights came from
 
     @classmethod
@@ -407,8 +429,9 @@ def onto(
             result,
             steps=pipe.through_plane_steps,
             max_time=pipe.through_plane_max_time,
-            thickness=thickness,
-            profile=pipe.slice_profile,
+            thickness=None if pipe.measured_profile else thickness,
+            profile=pipe.measured_profile or pipe.slice_profile,
+            inplane_resolution=pipe.inplane_acquired_resolution,
             fine_spacing=plan.through_plane,
             axis=plan.axis,
             nonnegative=settings.nonnegative,

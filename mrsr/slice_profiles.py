@@ -7,12 +7,22 @@ than the spacing, or a ``"gaussian"`` of that FWHM). Any real spacing ratio work
 :class:`SliceProfile` holds the acquisition and interpolation operators,
 :func:`simulate_thick_slices` acquires a volume with them and :func:`slice_consistency` makes
 an estimate agree with measured slices. Adding a profile is one entry of :data:`PROFILES`.
+
+A measured profile (:func:`read_profile`) is a :class:`Profile` of its own: weights on a fine grid
+in mm, read from a JSON file ``{"step_mm": 0.1, "weights": [...]}``; weight ``i`` is the
+profile's mean over ``[i, i + 1] * step_mm`` of a grid centred on the slice, so the profile is
+``len(weights) * step_mm`` wide in all. A file of equal weights is a box of that width.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +41,8 @@ __all__ = [
     "along",
     "axis_factors",
     "describe",
+    "fwhm_mm",
+    "read_profile",
     "simulate_thick_slices",
     "slice_consistency",
 ]
@@ -42,11 +54,17 @@ Weights = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 @dataclass(frozen=True)
 class Profile:
     """One slice profile: its ``name`` (``--profile``), the ``weights`` each slice gives each
-    fine voxel, and a one-line ``description`` for help texts."""
+    fine voxel, and a one-line ``description`` for help texts. ``width_mm``: a measured
+    profile's own full width (:func:`read_profile`), which is then the slice thickness;
+    ``None`` for the named profiles, which take the thickness as given."""
 
     name: str
     weights: Weights
     description: str
+    width_mm: float | None = None
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _box(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, thickness: float) -> np.ndarray:
@@ -60,6 +78,80 @@ def _gaussian(lo: np.ndarray, hi: np.ndarray, c: np.ndarray, thickness: float) -
 
 
 # The slice profiles by name (--profile, slice_profile).
+def _sampled(
+    cumulative: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, thickness: float
+) -> np.ndarray:
+    """The weights of a profile that is constant on each of ``len(cumulative) - 1`` equal bins
+    across ``thickness`` (``cumulative``: its integral at the bin edges, from 0 to 1)."""
+    edges = np.linspace(-0.5, 0.5, len(cumulative))
+    return np.interp((hi - c) / thickness, edges, cumulative) - np.interp(
+        (lo - c) / thickness, edges, cumulative
+    )
+
+
+MAX_WEIGHTS = 10_000  # of a measured profile
+MAX_WIDTH_MM = 100.0  # a measured profile's full width, at most
+
+
+def read_profile(path: str | os.PathLike) -> Profile:
+    """The measured slice profile in the JSON file ``path``: ``{"step_mm": S, "weights": [w0,
+    w1, ...]}``, ``S`` > 0 mm, 1 to 10,000 finite weights >= 0, not all 0, at most 100 mm in
+    all (module docstring). Any other content is refused with one line naming the file."""
+    from mrsr.errors import one_line
+    from mrsr.files import read_regular
+
+    name = one_line(path)
+
+    def bad(problem: str) -> MRSRError:
+        return MRSRError(
+            f'{name}: {problem}; a slice profile file is JSON {{"step_mm": 0.1, "weights": '
+            "[...]}: the profile's mean over each step of a grid centred on the slice"
+        )
+
+    try:
+        content = json.loads(read_regular(path, 1 << 20))
+    except (ValueError, UnicodeDecodeError):
+        raise bad("not JSON") from None
+    if not isinstance(content, dict) or set(content) != {"step_mm", "weights"}:
+        raise bad("not an object of step_mm and weights alone")
+    step, weights = content["step_mm"], content["weights"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+        raise bad(f"step_mm must be a positive number of mm, got {step!r:.40}")
+    if not isinstance(weights, list) or not weights:
+        raise bad("weights must be a non-empty list of numbers")
+    if len(weights) > MAX_WEIGHTS:
+        raise bad(f"{len(weights)} weights, more than {MAX_WEIGHTS}")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
+        raise bad("weights must all be numbers")
+    w = np.asarray(weights, dtype=np.float64)
+    if not (np.isfinite(w).all() and math.isfinite(step)):
+        raise bad("weights and step_mm must be finite")
+    if w.min() < 0:
+        raise bad(f"weight {int(np.argmin(w))} is negative ({w.min():g})")
+    if w.sum() <= 0:
+        raise bad("the weights sum to 0")
+    width = len(w) * float(step)
+    if width > MAX_WIDTH_MM:
+        raise bad(f"the profile is {width:g} mm wide, more than {MAX_WIDTH_MM:g}")
+    cumulative = np.concatenate([[0.0], np.cumsum(w) / w.sum()])
+    return Profile(
+        "measured",
+        partial(_sampled, cumulative),
+        f"measured in {Path(name).name}",
+        width,
+    )
+
+
+def fwhm_mm(profile: Profile, thickness_mm: float) -> float:
+    """Full width at half maximum in mm of ``profile`` ``thickness_mm`` thick (a measured one:
+    its own width), from its weights on a grid of 1/1000 of that width."""
+    width = profile.width_mm or thickness_mm
+    x = np.linspace(-1.5, 1.5, 3001) * width
+    w = profile.weights(x - width / 2000, x + width / 2000, np.zeros(1), width)
+    above = x[w >= w.max() / 2]
+    return float(above[-1] - above[0] + width / 1000)
+
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -94,7 +186,8 @@ class SliceProfile:
 
     Lengths are in fine voxels (fine voxel ``n`` spans ``[n - 0.5, n + 0.5]``). Thick slice
     ``k`` is centred at ``first + k * spacing`` and measures the fine voxels under its
-    profile ``kind`` (a name of :data:`PROFILES`); each slice's weights sum to 1. ``first``
+    profile ``kind`` (a name of :data:`PROFILES`, or a :class:`Profile` such as a measured one
+    from :func:`read_profile`); each slice's weights sum to 1. ``first``
     defaults to ``spacing / 2 - 0.5``: slabs ``spacing`` wide that tile the fine grid from its
     start (the "area" grid of :mod:`mrsr.geometry`).
 
@@ -104,10 +197,10 @@ class SliceProfile:
 
     spacing: float
     thickness: float
-    kind: str = DEFAULT
+    kind: str | Profile = DEFAULT
 
     def __post_init__(self) -> None:
-        if self.kind not in PROFILES:
+        if not isinstance(self.kind, Profile) and self.kind not in PROFILES:
             raise MRSRError(f"slice profile must be one of {', '.join(PROFILES)}, got {self.kind}")
         if not (self.spacing > 0 and self.thickness > 0):
             raise MRSRError("slice spacing and thickness must be positive")
@@ -121,7 +214,8 @@ class SliceProfile:
         """``(count, n_fine)``: thick slice values from fine samples along the axis."""
         c = self.centres(count, first)[:, None]
         lo, hi = np.arange(n_fine) - 0.5, np.arange(n_fine) + 0.5
-        w = PROFILES[self.kind].weights(lo, hi, c, self.thickness)
+        profile = self.kind if isinstance(self.kind, Profile) else PROFILES[self.kind]
+        w = profile.weights(lo, hi, c, self.thickness)
         total = w.sum(axis=1, keepdims=True)
         if np.any(total <= 0):
             raise MRSRError("a slice's profile lies outside the volume")
@@ -155,7 +249,7 @@ def simulate_thick_slices(
     factor: float,
     axis: int | None = None,
     thickness: float | None = None,
-    profile: str = DEFAULT,
+    profile: str | Profile = DEFAULT,
 ) -> tuple[MetaTensor, MetaTensor]:
     """Simulate a 2D multi-slice acquisition of ``volume`` ``(C, X, Y, Z)``: ``(thick, ref)``.
 

@@ -34,10 +34,10 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from mrsr import slice_profiles
 from mrsr.errors import MRSRError
 from mrsr.geometry import THICK, resampled_affine, slice_axis, spacing
 from mrsr.inference import super_resolve
+from mrsr.inplane_resolution import acquired_resolution
 from mrsr.intensity import (
     clamps,
     project_in_range,
@@ -47,9 +47,10 @@ from mrsr.intensity import (
 from mrsr.io import as_volume
 from mrsr.labels import refuse_label_map
 from mrsr.machine import resolve_device
+from mrsr.profile_estimation import slice_profile_for
 from mrsr.provenance import add_facts
 from mrsr.settings import THROUGH_PLANE_STEPS
-from mrsr.slice_profiles import SliceProfile, along, axis_factors, slice_consistency
+from mrsr.slice_profiles import Profile, SliceProfile, along, axis_factors, slice_consistency
 from mrsr.training.throughplane import train_network, training_slices
 
 __all__ = ["apply_network", "resolve_factor", "super_resolve_through_plane"]
@@ -118,8 +119,9 @@ def super_resolve_through_plane(
     *,
     max_time: float | None = None,
     thickness: float | None = None,
-    profile: str = slice_profiles.DEFAULT,
+    profile: str | Profile | None = None,
     fine_spacing: float | None = None,
+    inplane_resolution: float | Sequence[float] | None = None,
     seed: int = 0,
     axis: int | None = None,
     consistency: bool = True,
@@ -134,10 +136,19 @@ def super_resolve_through_plane(
     ``volume``: anything :func:`mrsr.pipeline.as_volume` takes (path, nibabel image, MetaTensor
     ``(C, X, Y, Z)``). ``axis``: the slice axis (default :func:`mrsr.geometry.slice_axis`).
     The slices are the affine's spacing apart, each ``thickness`` mm thick (default: the
-    spacing, no gap) with the ``profile``, a name of :data:`mrsr.slice_profiles.PROFILES`.
+    spacing, no gap) with the ``profile``, a name of :data:`mrsr.slice_profiles.PROFILES` (default
+    box), or a measured :class:`~mrsr.slice_profiles.Profile`
+    (:func:`~mrsr.slice_profiles.read_profile`, its own width); with neither ``thickness`` nor
+    ``profile`` both are estimated from the scan
+    (:func:`mrsr.profile_estimation.slice_profile_for`). ``inplane_resolution``: the in-plane
+    resolution acquired, mm (one value, or one per in-plane axis), default estimated from the
+    in-plane spectrum (:func:`mrsr.inplane_resolution.acquired_resolution`); where it is coarser
+    than the pixels (scanner zero-fill interpolation) the training slices are brought to it first
+    and the fine grid follows it by default.
     The output's fine voxels along the slice axis are ``fine_spacing`` mm (default: the mean
-    in-plane spacing), or ``factor`` per slice spacing (:func:`resolve_factor`), any real
-    ratio, rounded so that a whole number of them spans the slices. Steps:
+    in-plane spacing, or acquired resolution), or ``factor`` per slice spacing
+    (:func:`resolve_factor`), any real ratio, rounded so that a whole number of them spans the
+    slices. Steps:
 
     1. interpolate the slices onto the fine grid (cubic B-spline, :class:`SliceProfile`);
     2. normalise each channel as :func:`mrsr.inference.super_resolve` will (percentile window
@@ -169,10 +180,14 @@ def super_resolve_through_plane(
     device = resolve_device(str(device))
     affine = np.asarray(volume.affine, dtype=np.float64)
     axis = slice_axis(affine, volume.meta) if axis is None else axis % 3
+    resolution = acquired_resolution(volume, axis, inplane_resolution)
+    if resolution.interpolated and fine_spacing is None:
+        fine_spacing = float(np.mean(resolution.acquired_mm))
     ratio = resolve_factor(affine, axis, factor, fine_spacing)
     count = volume.shape[axis + 1]
     n_fine = max(count, round(count * ratio))
     per_slice = n_fine / count  # fine voxels per slice spacing, after rounding
+    profile, thickness, profile_facts = slice_profile_for(volume, axis, thickness, profile)
     gap = 1.0 if thickness is None else thickness / spacing(affine)[axis]
     model = SliceProfile(per_slice, gap * per_slice, profile)
     fine = MetaTensor(
@@ -186,7 +201,7 @@ def super_resolve_through_plane(
     in_plane = [a for a in range(3) if a != axis]
     step = fine_mm / float(np.mean(spacing(affine)[in_plane]))
     network, losses = train_network(
-        training_slices(volume.as_tensor(), fine.as_tensor(), axis, step),
+        training_slices(volume.as_tensor(), fine.as_tensor(), axis, step, resolution.ratios),
         model,
         steps,
         max_time=max_time,
@@ -208,6 +223,7 @@ def super_resolve_through_plane(
             "through_plane_profile": _profile_facts(model, fine_mm),
         },
     )
+    add_facts(sr, profile_facts | resolution.facts())
     return sr
 
 

@@ -85,12 +85,13 @@ def add_bids(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bids",
         help="super-resolve the anatomical images of a BIDS dataset (a BIDS App)",
-        description="A BIDS App. participant: super-resolve each anatomical image of the "
-        "chosen participants into a BIDS derivatives dataset in OUTPUT_DIR (the source's "
-        "entities kept, the new grid as res-<label>, a JSON sidecar with the source's metadata "
-        "and what mrsr did); finished outputs are skipped, so a killed run resumes, and under "
-        "torchrun the images are shared among the ranks. group: one HTML report over the "
-        "derivatives. Super-resolution options as for mrsr upscale.",
+        description="A BIDS App.\n"
+        "participant: super-resolve each anatomical image of the chosen participants into a\n"
+        "BIDS derivatives dataset in OUTPUT_DIR (every entity of the source kept, the new grid\n"
+        "as res-<label>, a JSON sidecar with the source's metadata and what mrsr did); finished\n"
+        "outputs are skipped, so a killed run resumes, and under torchrun the images are\n"
+        "shared among the ranks. The super-resolution options are mrsr upscale's.\n"
+        "group: one HTML report over the derivatives (OUTPUT_DIR/report.html).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

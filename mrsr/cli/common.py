@@ -61,20 +61,63 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_slice_profile(p: argparse.ArgumentParser) -> None:
-    """``--slice-thickness`` and ``--profile`` of the through-plane step."""
+    """``--slice-thickness``, ``--profile``, ``--slice-profile`` and
+    ``--inplane-acquired-resolution`` of the through-plane step."""
     p.add_argument(
         "--slice-thickness",
         type=OPTIONS["slice_thickness"].parse,
         metavar="MM",
         help="slice thickness in mm when it differs from the spacing (a gap, or overlap); "
-        "default: the DICOM SliceThickness, else the spacing",
+        "default: the DICOM SliceThickness, else estimated with the profile",
     )
     p.add_argument(
         "--profile",
         type=OPTIONS["profile"].parse,
-        default=slice_profiles.DEFAULT,
-        help=f"slice profile: {slice_profiles.describe()}; default {slice_profiles.DEFAULT}",
+        help=f"slice profile: {slice_profiles.describe()}; default {slice_profiles.DEFAULT} "
+        "with --slice-thickness; with neither, shape and width are estimated from the scan "
+        "(a box as wide as the spacing, with a warning, when the estimate is not trusted)",
     )
+    p.add_argument(
+        "--slice-profile",
+        dest="slice_profile_file",
+        type=Path,
+        metavar="FILE",
+        help='a measured slice profile: JSON {"step_mm": 0.1, "weights": [...]}, the '
+        "profile's mean over each step of a grid centred on the slice (docs/geometry.md)",
+    )
+    p.add_argument(
+        "--inplane-acquired-resolution",
+        type=OPTIONS["inplane_acquired_resolution"].parse,
+        nargs="+",
+        metavar="MM",
+        help="in-plane resolution the scan was acquired at, one value or one per in-plane axis, "
+        "when its pixels are finer (scanner zero-fill interpolation); default: found from the "
+        "in-plane spectrum where it stops sharply",
+    )
+
+
+def slice_profile_options(args: argparse.Namespace, header_mm: float | None) -> dict[str, Any]:
+    """The ``thickness``, ``profile`` and ``inplane_resolution`` of
+    :func:`mrsr.throughplane.super_resolve_through_plane` that a command's options give: a
+    measured profile read from ``--slice-profile`` (with its own width), else ``--profile``
+    and ``--slice-thickness`` or the header's thickness ``header_mm`` (neither: estimated)."""
+    from mrsr.slice_profiles import read_profile
+
+    resolution = args.inplane_acquired_resolution
+    if resolution is not None:
+        resolution = OPTIONS["inplane_acquired_resolution"].check(
+            list(resolution), "--inplane-acquired-resolution"
+        )
+    if args.slice_profile_file is None:
+        thickness = args.slice_thickness or header_mm
+        return dict(thickness=thickness, profile=args.profile, inplane_resolution=resolution)
+    if args.slice_thickness is not None or args.profile is not None:
+        raise MRSRError(
+            "--slice-profile gives the profile and its width: leave out --profile and "
+            "--slice-thickness"
+        )
+    profile = read_profile(args.slice_profile_file)
+    return dict(thickness=None, profile=profile, inplane_resolution=resolution)
 
 
 def run_job(

@@ -12,6 +12,7 @@ from mrsr.cli.common import (
     inference_options,
     read_checked,
     run_job,
+    slice_profile_options,
 )
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
@@ -35,16 +36,17 @@ def cmd_throughplane(args: argparse.Namespace) -> None:
         factor = args.factor or 8  # a guess until the spacing is read; the output, two estimates
         return read_checked(job, 12 * factor, factor)
 
+    slice_profile_options(args, None)  # a bad profile file refused before any work
     def make(job):
-        volume, thickness = job.data, args.slice_thickness or job.info.slice_thickness
+        volume, profile = job.data, slice_profile_options(args, job.info.slice_thickness)
+        thickness = profile["thickness"]
         try:
             sr = super_resolve_through_plane(
                 volume,
                 args.factor,
                 args.steps,
                 max_time=args.max_time,
-                thickness=thickness,
-                profile=args.profile,
+                **profile,
                 seed=args.seed,
                 consistency=args.consistency,
                 **inference_options(args, progress=True),

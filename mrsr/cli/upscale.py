@@ -163,6 +163,11 @@ def _through_plane(args: argparse.Namespace) -> dict:
         "--through-plane-max-time": ("through_plane_max_time", args.through_plane_max_time),
         "--slice-thickness": ("slice_thickness", args.slice_thickness),
         "--profile": ("slice_profile", args.profile),
+        "--slice-profile": ("slice_profile_file", args.slice_profile_file),
+        "--inplane-acquired-resolution": (
+            "inplane_acquired_resolution",
+            args.inplane_acquired_resolution,
+        ),
     }
     given = {flag: option for flag, option in given.items() if option[1] is not None}
     if given and not (args.voxel_size or args.like):

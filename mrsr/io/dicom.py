@@ -4,7 +4,10 @@ A folder is a DICOM series when one of its first files starts with the ``DICM`` 
 header probe refuses a folder with more than one series, files that are not readable slices of
 the series (hidden files and ``DICOMDIR`` aside), slices of different sizes or without a
 positive pixel spacing, or slices without a position or not evenly spaced; a multi-frame
-(enhanced) file whose per-frame positions do not follow the grid SimpleITK reads.
+(enhanced) file whose per-frame positions do not follow the grid SimpleITK reads. The slice
+positions give the grid; SliceThickness (0018,0050) and SpacingBetweenSlices (0018,0088) are
+read beside them (a thickness below the spacing is a gap, above it an overlap), with a warning
+when the stated spacing disagrees with the positions.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mrsr.errors import MRSRError, shown
 from mrsr.io.header import VolumeInfo, failure_reason
 from mrsr.io.itk import sitk_dtype, sitk_volume
 from mrsr.io.reader import Reader
+from mrsr.progress import warn
 
 __all__ = ["DicomReader"]
 
@@ -51,8 +55,9 @@ def _check_pixel_spacing(spacing: np.ndarray | None, text: object, name: str, fo
         )
 
 
-def _check_even(positions: np.ndarray, folder: Path) -> None:
-    """Refuse slice positions (mm along the slice normal) that are not evenly spaced."""
+def _check_even(positions: np.ndarray, folder: Path) -> float:
+    """Refuse slice positions (mm along the slice normal) that are not evenly spaced; their
+    step."""
     z = np.sort(positions)
     gaps = np.diff(z)
     step = float(np.median(gaps))
@@ -63,15 +68,27 @@ def _check_even(positions: np.ndarray, folder: Path) -> None:
             f"positions {z[worst]:.3g} and {z[worst + 1]:.3g} mm where the series steps by "
             f"{step:.3g} mm (a missing or duplicated slice?)"
         )
+    return step
+
+
+def _check_spacing(stated: float | None, step: float | None, folder: Path) -> None:
+    """Warn when SpacingBetweenSlices (0018,0088) disagrees with the slice positions, which
+    give the grid (the positions are measured; the tag is often the thickness, or stale)."""
+    if stated is not None and step is not None and abs(stated - step) > 0.01 * step:
+        warn(
+            f"{folder}: SpacingBetweenSlices (0018,0088) says {stated:g} mm but the slice "
+            f"positions are {step:.4g} mm apart; the positions are used"
+        )
 
 
 def _dims(size: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in (size if size[2:] != (1,) else size[:2]))
 
 
-def _dicom_geometry(files: list[str], folder: Path) -> None:
+def _dicom_geometry(files: list[str], folder: Path) -> float | None:
     """Refuse slices of different sizes or without a positive pixel spacing, and a series whose
-    slices have no position or are not evenly spaced along the slice normal."""
+    slices have no position or are not evenly spaced along the slice normal; the step between
+    their positions (``None`` for one slice)."""
     reader = sitk.ImageFileReader()
     positions, normal, size = [], None, None
     for name in files:
@@ -91,7 +108,7 @@ def _dicom_geometry(files: list[str], folder: Path) -> None:
         position = _decimals(reader, "0020|0032", 3)
         if cosines is None or position is None:
             if len(files) == 1:
-                return
+                return None
             raise MRSRError(
                 f"{folder}: slice {shown(Path(name).name)} has no usable position or orientation "
                 "(0020,0032 and 0020,0037), so the spacing between slices is unknown; re-export "
@@ -100,15 +117,16 @@ def _dicom_geometry(files: list[str], folder: Path) -> None:
         if normal is None:
             normal = np.cross(cosines[:3], cosines[3:])
         positions.append(float(position @ normal))
-    if len(positions) > 1:
-        _check_even(np.array(positions), folder)
+    return _check_even(np.array(positions), folder) if len(positions) > 1 else None
 
 
-def _frame_geometry(path: str, reader: sitk.ImageFileReader, folder: Path) -> float | None:
+def _frame_geometry(
+    path: str, reader: sitk.ImageFileReader, folder: Path
+) -> tuple[float | None, float | None]:
     """Check that SimpleITK puts every frame of a multi-frame file (enhanced MR or CT) where
     its per-frame functional groups say the frame lies: GDCM falls back to 1 mm voxels,
-    silently, for frames without positions or not evenly spaced. The slice thickness, if
-    recorded."""
+    silently, for frames without positions or not evenly spaced. The slice thickness and
+    spacing between slices, where recorded."""
     import pydicom  # only multi-frame files need it
 
     name, n = Path(path).name, reader.GetSize()[2]
@@ -142,7 +160,7 @@ def _frame_geometry(path: str, reader: sitk.ImageFileReader, folder: Path) -> fl
     spacing = numbers("PixelMeasuresSequence", "PixelSpacing", 2)
     text = value(frames[0], "PixelMeasuresSequence", "PixelSpacing")
     _check_pixel_spacing(spacing, text, name, folder)
-    _check_even(positions @ np.cross(cosines[0, :3], cosines[0, 3:]), folder)
+    step = _check_even(positions @ np.cross(cosines[0, :3], cosines[0, 3:]), folder)
     grid = np.asarray(reader.GetDirection()).reshape(3, 3) @ np.diag(reader.GetSpacing())
     placed = np.asarray(reader.GetOrigin()) + np.arange(n)[:, None] * grid[:, 2]
     in_plane = np.hstack([cosines[:, :3] * spacing[:, 1:], cosines[:, 3:] * spacing[:, :1]])
@@ -154,7 +172,12 @@ def _frame_geometry(path: str, reader: sitk.ImageFileReader, folder: Path) -> fl
             f"{folder}: the frames of {shown(name)} do not lie on one regular grid in the order "
             f"they are stored (up to {off:.3g} mm off); re-export it as one file per slice"
         )
-    return _positive(str(value(frames[0], "PixelMeasuresSequence", "SliceThickness") or ""))
+    thickness, stated = (
+        _positive(str(value(frames[0], "PixelMeasuresSequence", keyword) or ""))
+        for keyword in ("SliceThickness", "SpacingBetweenSlices")
+    )
+    _check_spacing(stated, step, folder)
+    return thickness, stated
 
 
 def _check_entries(folder: Path, files: list[str]) -> None:
@@ -220,11 +243,14 @@ class DicomReader(Reader):
                     "folder"
                 )
             if frames > 1:
-                thickness = _frame_geometry(files[0], reader, folder)
+                thickness, stated = _frame_geometry(files[0], reader, folder)
             else:
-                _dicom_geometry(files, folder)
-                has = reader.HasMetaDataKey("0018|0050")
-                thickness = _positive(reader.GetMetaData("0018|0050") if has else "")
+                step = _dicom_geometry(files, folder)
+                thickness, stated = (
+                    _positive(reader.GetMetaData(tag) if reader.HasMetaDataKey(tag) else "")
+                    for tag in ("0018|0050", "0018|0088")
+                )
+                _check_spacing(stated, step, folder)
         except MRSRError:
             raise
         except (RuntimeError, ValueError) as exc:
@@ -234,7 +260,8 @@ class DicomReader(Reader):
         dtype = sitk_dtype(reader.GetPixelID())
         shape = (size[0], size[1], max(frames, len(files)))
         channels = reader.GetNumberOfComponents()
-        return VolumeInfo(folder, shape, channels, dtype, [Path(f) for f in files], thickness)
+        paths = [Path(f) for f in files]
+        return VolumeInfo(folder, shape, channels, dtype, paths, thickness, stated)
 
     def read(self, info: VolumeInfo) -> MetaTensor:
         """Every slice by the series reader; a single file (multi-frame) as a volume."""

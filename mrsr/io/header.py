@@ -49,6 +49,7 @@ class VolumeInfo:
     dtype: np.dtype
     files: list[Path] = field(default_factory=list)
     slice_thickness: float | None = None  # mm, where the header records it (DICOM)
+    slice_spacing: float | None = None  # mm, DICOM SpacingBetweenSlices, where recorded
 
     @property
     def voxels(self) -> int:

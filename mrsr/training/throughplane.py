@@ -145,26 +145,40 @@ def train_network(
     return network.eval(), losses
 
 
-def _in_plane_resampled(slices: torch.Tensor, step: float) -> torch.Tensor:
-    """``(S, H, W)`` slices band-limited resampled to ``step`` times their voxel size."""
-    if abs(step - 1) < 0.05:
+def _in_plane_resampled(
+    slices: torch.Tensor, step: float, band: Sequence[float] = (1.0, 1.0)
+) -> torch.Tensor:
+    """``(S, H, W)`` slices band-limited resampled to ``step`` times their voxel size, keeping
+    no detail finer than ``band`` times their voxel size along each axis (the resolution they
+    were acquired at)."""
+    if abs(step - 1) < 0.05 and max(band) < 1.05:
         return slices
     h, w = (max(2, round(n / step)) for n in slices.shape[1:])
-    rows = sinc_matrix(slices.shape[1], (np.arange(h) + 0.5) * slices.shape[1] / h - 0.5, step)
-    cols = sinc_matrix(slices.shape[2], (np.arange(w) + 0.5) * slices.shape[2] / w - 0.5, step)
+    rows = sinc_matrix(
+        slices.shape[1], (np.arange(h) + 0.5) * slices.shape[1] / h - 0.5, max(step, band[0])
+    )
+    cols = sinc_matrix(
+        slices.shape[2], (np.arange(w) + 0.5) * slices.shape[2] / w - 0.5, max(step, band[1])
+    )
     return along(along(slices, rows, 1), cols, 2)
 
 
 def training_slices(
-    thick: torch.Tensor, fine: torch.Tensor, axis: int, step: float
+    thick: torch.Tensor,
+    fine: torch.Tensor,
+    axis: int,
+    step: float,
+    band: Sequence[float] = (1.0, 1.0),
 ) -> torch.Tensor:
     """The in-plane slices ``(S, H, W)`` of every channel of ``thick`` ``(C, X, Y, Z)`` to train
     on: each channel normalised as :func:`mrsr.inference.super_resolve` will normalise it
     (percentile window of its channel of ``fine``, the slices interpolated onto the fine grid)
     and, across slice ``axis``, band-limited resampled to ``step`` times its voxel size (the
-    fine voxel size) when that differs."""
+    fine voxel size) when that differs, with no detail finer than ``band`` times the voxel size
+    along each in-plane axis (in axis order; :mod:`mrsr.inplane_resolution`)."""
     slices = []
     for channel, interpolated in zip(thick.float(), fine):
         lo, hi = intensity_window(interpolated)
-        slices.append(_in_plane_resampled(((channel - lo) / (hi - lo)).movedim(axis, 0), step))
+        normalised = ((channel - lo) / (hi - lo)).movedim(axis, 0)
+        slices.append(_in_plane_resampled(normalised, step, band))
     return torch.cat(slices)
