@@ -276,6 +276,7 @@ def test_default_training_never_stops_on_the_clock_and_a_cap_records_the_steps(m
     assert facts["through_plane_seed"] == 0 and facts["through_plane_profile"] == BOX4
 
 
+@pytest.mark.slow
 def test_one_and_two_threads_agree_within_1e_4_of_the_range():
     thick = small_case()
     threads = torch.get_num_threads()
