@@ -1,6 +1,6 @@
 """Any grid: thick slices and non-integer factors back onto the truth's grid (run by hand).
 
-    python benchmarks/anygrid.py [--time-budget 120] [--volumes A.nii.gz:AXIS ...]
+    python benchmarks/anygrid.py [--steps 650] [--volumes A.nii.gz:AXIS ...]
 
 Each isotropic 1 mm volume (default: ``data/default/train/colin_1mm_superior.nii.gz`` along
 axis 2, when present, and the bundled sample along axis 1; ``pipelines/default_models/
@@ -36,6 +36,7 @@ from mrsr.io import load_volume, sample_path
 from mrsr.kspace import truncate
 from mrsr.machine import describe
 from mrsr.resample import resample
+from mrsr.settings import UPSCALE_THROUGH_PLANE_STEPS
 from mrsr.slice_profiles import simulate_thick_slices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +83,18 @@ def scores(pred: MetaTensor, truth: np.ndarray, mask: np.ndarray, axis: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--time-budget", type=float, default=120.0, help="through-plane, seconds")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=UPSCALE_THROUGH_PLANE_STEPS,
+        help=f"through-plane training steps (default {UPSCALE_THROUGH_PLANE_STEPS}, upscale's)",
+    )
     parser.add_argument("--volumes", nargs="+", help="PATH:AXIS of isotropic 1 mm volumes")
     args = parser.parse_args()
     volumes = [(Path(v.rsplit(":", 1)[0]), int(v.rsplit(":", 1)[1])) for v in args.volumes or []]
     if not volumes:
         volumes = ([(COLIN, 2)] if COLIN.exists() else []) + [(sample_path(), 1)]
-    print(f"through-plane budget {args.time_budget:g} s; machine: {describe()}\n")
+    print(f"through-plane steps {args.steps}; machine: {describe()}\n")
     print(
         "| volume | case | cubic B-spline PSNR | SSIM | zero-fill + cubic PSNR | SSIM | "
         "mrsr --like PSNR | SSIM | mrsr s |\n" + "|---" * 9 + "|"
@@ -105,7 +111,7 @@ def main() -> None:
             pipe = Pipeline.from_pretrained(
                 "cssfn-kspace-x2",
                 axis=axis,
-                through_plane_budget=args.time_budget,
+                through_plane_steps=args.steps,
                 slice_thickness=thickness,
             )
             start = time.perf_counter()
