@@ -152,6 +152,7 @@ def fwhm_mm(profile: Profile, thickness_mm: float) -> float:
     return float(above[-1] - above[0] + width / 1000)
 
 
+# The slice profiles by name (--profile, slice_profile); a measured one is read_profile's.
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
