@@ -17,6 +17,7 @@ from mrsr.errors import MRSRError
 from mrsr.inplane_resolution import acquired_resolution
 from mrsr.io import inspect_volume, load_volume, sample_path
 from mrsr.kspace import zero_fill
+from mrsr.pipeline import Pipeline
 from mrsr.profile_estimation import estimate_slice_profile, slice_profile_for
 from mrsr.provenance import FACTS
 from mrsr.slice_profiles import SliceProfile, read_profile, simulate_thick_slices
@@ -60,14 +61,15 @@ def test_a_wide_gaussian_is_told_from_a_box_of_its_width(sample):
     assert estimate.fwhm_mm == pytest.approx(6, rel=0.10)
 
 
+@pytest.mark.slow
 def test_noise_and_tiny_scans_fall_back_to_the_default_with_a_warning(capsys):
     noise = np.random.default_rng(0).random((96, 96, 24)).astype(np.float32)
     volume = meta_volume(noise, make_affine("ras", zooms=(1.0, 1.0, 4.0)))
-    estimate = estimate_slice_profile(volume, 2)
-    assert not estimate.reliable and estimate.reason, estimate
     profile, thickness, facts = slice_profile_for(volume, 2, None, None)
     assert (profile, thickness) == ("box", None)
     assert facts["slice_profile_source"] == "default (estimate not trusted)"
+    assert not facts["slice_profile_estimate"]["reliable"], facts
+    assert "no clear best width" in facts["slice_profile_estimate"]["reason"]
     assert "mrsr: warning: the slice profile could not be estimated" in capsys.readouterr().err
 
     tiny = meta_volume(phantom((12, 12, 6)), make_affine("ras", zooms=(1.0, 1.0, 4.0)))
@@ -87,8 +89,8 @@ def write_profile(path, content) -> str:
 
 
 def test_a_measured_box_is_the_box(tmp_path):
-    """A file of equal weights 6 mm wide on a 0.25 mm grid gives the very output of a 6 mm box
-    (slices 4.5 fine voxels apart: fractional overlaps too)."""
+    """A file of equal weights 6 mm wide on a 0.25 mm grid acquires exactly as a 6 mm box
+    (slices 4.5 fine voxels apart: fractional overlaps too); the commands' outputs agree below."""
     box = read_profile(write_profile(tmp_path / "p.json", {"step_mm": 0.25, "weights": [2] * 24}))
     assert box.width_mm == 6.0
     np.testing.assert_allclose(
@@ -96,13 +98,6 @@ def test_a_measured_box_is_the_box(tmp_path):
         SliceProfile(4.5, 6.0, "box").acquisition(45, 10),
         atol=1e-12,
     )
-    volume = meta_volume(phantom((16, 16, 40), sigma=3.0), make_affine("oblique"))
-    thick, _ = simulate_thick_slices(volume, 4.5, thickness=6.0)
-    measured = super_resolve_through_plane(thick, steps=3, profile=box, **TINY)
-    given = super_resolve_through_plane(thick, steps=3, thickness=6.0, profile="box", **TINY)
-    torch.testing.assert_close(measured.as_tensor(), given.as_tensor(), rtol=0, atol=1e-6)
-    assert measured.meta[FACTS]["slice_profile"] == "measured"
-    assert measured.meta[FACTS]["slice_thickness_mm"] == 6.0
 
 
 def test_a_measured_profile_is_asymmetric_as_measured(tmp_path):
@@ -137,6 +132,7 @@ def test_bad_profile_files_are_refused_in_one_line_naming_the_file(tmp_path, con
     assert "\n" not in message and message.startswith(path) and problem in message
 
 
+@pytest.mark.slow
 def test_command_takes_a_profile_file_and_records_it(tmp_path, write_nifti, capsys):
     src = write_nifti("thick.nii.gz", phantom((20, 20, 6)), make_affine("oblique", (1, 1, 3.0)))
     box = write_profile(tmp_path / "box.json", {"step_mm": 0.5, "weights": [1] * 6})
@@ -212,6 +208,7 @@ def test_zero_filled_pixels_are_found_and_a_normal_scan_is_not(sample):
         acquired_resolution(sample, 2, 0.5)
 
 
+@pytest.mark.slow
 def test_zero_filled_scans_train_at_the_acquired_resolution():
     """A 0.5 mm zero-filled scan of 1 mm pixels with 4 mm slices: the fine grid follows the
     acquired 1 mm (4 fine voxels per slice, not 8), and the record says why."""
@@ -228,3 +225,32 @@ def test_zero_filled_scans_train_at_the_acquired_resolution():
     )
     assert given.shape[1:] == (32, 32, 20)
     assert given.meta[FACTS]["inplane_acquired_resolution_source"] == "given"
+
+
+@pytest.mark.slow
+def test_upscale_and_pipeline_take_the_profile_options(tmp_path, write_nifti):
+    """``upscale --voxel-size`` trains through-plane too: a measured box file gives the output
+    of the box it equals, and the sidecar names the profile; Pipeline takes the same options
+    and refuses a measured profile beside a thickness."""
+    src = write_nifti("thick.nii.gz", phantom((20, 20, 6)), make_affine("ras", (1, 1, 3.0)))
+    box = write_profile(tmp_path / "box.json", {"step_mm": 0.25, "weights": [1] * 12})
+    common = [src, "--voxel-size", "1", "--model", "zerofill", "--through-plane-steps", "2"]
+    a, b = (str(tmp_path / f"{n}.nii.gz") for n in "ab")
+    assert main(["upscale", *common[:1], a, *common[1:], "--slice-profile", box]) == 0
+    given = ["--slice-thickness", "3", "--profile", "box", "--inplane-acquired-resolution", "1"]
+    assert main(["upscale", *common[:1], b, *common[1:], *given]) == 0
+    np.testing.assert_allclose(
+        np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj), rtol=0, atol=1e-4
+    )
+    record = json.loads((tmp_path / "a.json").read_text())["mrsr"]
+    assert record["slice_profile"] == "measured" and record["slice_thickness_mm"] == 3.0
+    given = json.loads((tmp_path / "b.json").read_text())["mrsr"]
+    assert given["inplane_acquired_resolution_source"] == "given"
+
+    with pytest.raises(MRSRError, match="leave out slice_profile and slice_thickness"):
+        Pipeline("zerofill", slice_profile_file=box, slice_thickness=3.0)
+    with pytest.raises(MRSRError, match="inplane_acquired_resolution must be above 0"):
+        Pipeline("zerofill", inplane_acquired_resolution=(1.0, -1.0))
+    volume = load_volume(src)
+    measured = Pipeline("zerofill", slice_profile_file=box, through_plane_steps=2)
+    assert torch.equal(measured(volume, voxel_size=1), load_volume(a).as_tensor())
