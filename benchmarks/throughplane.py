@@ -11,12 +11,16 @@ axis as a 2D multi-slice scan would be (:func:`mrsr.slice_profiles.simulate_thic
 acquisition per name of :data:`CASES`:
 
 - ``box4``: 4 mm thick box slices every 4 mm;
-- ``gap3``: 3 mm thick box slices every 4 mm (a 1 mm gap).
+- ``gap3``: 3 mm thick box slices every 4 mm (a 1 mm gap);
+- ``box6``: 6 mm thick box slices every 4 mm (overlapping);
+- ``gauss4``, ``gauss6``: Gaussian slices of 4 and 6 mm FWHM every 4 mm.
 
 Each is brought back onto the truth's grid by world-space cubic B-spline interpolation (the
 baseline) and by each name of :data:`METHODS` (``mrsr``: ``mrsr throughplane`` at its default,
 :func:`mrsr.throughplane.super_resolve_through_plane` with the true slice thickness and
-profile, :data:`mrsr.settings.THROUGH_PLANE_STEPS` steps from seed 0). Prints a Markdown
+profile, :data:`mrsr.settings.THROUGH_PLANE_STEPS` steps from seed 0; ``mrsr-blind``: the same
+told nothing of the profile, which is then estimated from the scan,
+:mod:`mrsr.profile_estimation`). Prints a Markdown
 table, one row per volume, case and method: PSNR and SSIM (:func:`anygrid.scores`: Otsu
 foreground of the truth, SSIM per slice along the slice axis, no shave) of both, the gain in
 dB, the steps trained, the method's wall time and the peak resident memory of the process that
@@ -60,6 +64,9 @@ COLIN_INFERIOR = COLIN.with_name("colin_1mm_inferior.nii.gz")
 CASES: dict[str, tuple[float, float | None, str]] = {
     "box4": (4.0, None, "box"),
     "gap3": (4.0, 3.0, "box"),
+    "box6": (4.0, 6.0, "box"),
+    "gauss4": (4.0, None, "gaussian"),
+    "gauss6": (4.0, 6.0, "gaussian"),
 }
 
 
@@ -72,8 +79,18 @@ def mrsr_given_profile(
     )
 
 
+def mrsr_blind(
+    acquired: MetaTensor, thickness: float | None, profile: str, axis: int, steps: int, seed: int
+) -> MetaTensor:
+    """``mrsr throughplane`` told nothing of the slice profile: it is estimated from the scan."""
+    return super_resolve_through_plane(acquired, steps=steps, seed=seed, axis=axis)
+
+
 # name: function(acquired, thickness, profile, axis, steps, seed) -> volume on the truth's grid
-METHODS: dict[str, Callable[..., MetaTensor]] = {"mrsr": mrsr_given_profile}
+METHODS: dict[str, Callable[..., MetaTensor]] = {
+    "mrsr": mrsr_given_profile,
+    "mrsr-blind": mrsr_blind,
+}
 
 
 def row(path: Path, axis: int, case: str, method: str, steps: int, seed: int) -> str:
