@@ -13,7 +13,8 @@ into a new output folder:
 Prints the median wall seconds of each whole process (start-up included), the median of the
 paired differences A - B (the BIDS layer's cost: pybids' import and index, the sidecars and
 dataset_description) and its share of B; then the layer alone, timed in this process (less
-noisy than the difference of two whole runs): pybids' import, and selecting the images (index,
+noisy than the difference of two whole runs): pybids' import, pybids' import and the selection
+in a new process that has imported what a run imports first, and selecting the images (index,
 query, metadata) of the benchmark's dataset and of a dataset of ``--large`` participants.
 ``zerofill`` makes the super-resolution itself nearly free, so that the difference is the worst
 case's share; a shipped network makes it smaller.
@@ -60,8 +61,9 @@ def timed(command: list[str]) -> float:
 
 
 def index_times(tmp: Path, raw: Path, large: int) -> dict[str, float]:
-    """The BIDS layer alone, in this process: pybids' import, then the median of 5 selections
-    (:func:`mrsr.derivatives.find_sources`: index, query, metadata) of the benchmark's dataset,
+    """The BIDS layer alone: pybids' import in this process; the median of 5 new processes'
+    import and selection (:func:`mrsr.derivatives.find_sources`: index, query, metadata) of
+    the benchmark's dataset; then the median of 5 selections in this process of that dataset
     and of a dataset of ``large`` participants (hard links to one volume), all or one."""
     start = time.perf_counter()
     import bids.layout  # noqa: F401 - what its import costs
@@ -80,6 +82,22 @@ def index_times(tmp: Path, raw: Path, large: int) -> dict[str, float]:
         f"select all {large} participants of a larger dataset": (big, None),
         f"select one participant of those {large}": (big, ["0001"]),
     }
+    cold = (  # a new process, with what a run has imported before the selection
+        "import time, torch, monai.data, mrsr.cli.upscale; start = time.perf_counter(); "
+        "from mrsr.derivatives import find_sources; find_sources(__import__('sys').argv[1]); "
+        "print(time.perf_counter() - start)"
+    )
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", cold, str(raw)], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(5)
+    ]
+    times["import pybids and select the benchmark's images, in a new process"] = statistics.median(
+        runs
+    )
     for what, (root, labels) in cases.items():
         runs = []
         for _ in range(5):
