@@ -42,7 +42,7 @@ import numpy as np
 from mrsr.errors import MRSRError
 from mrsr.geometry import slice_axis, spacing
 from mrsr.progress import note, warn
-from mrsr.slice_profiles import DEFAULT, Profile, SliceProfile
+from mrsr.slice_profiles import DEFAULT, Profile, SliceProfile, fwhm_mm
 
 __all__ = [
     "MIN_RISE",
@@ -238,14 +238,20 @@ def slice_profile_for(
     :func:`estimate_slice_profile`, printed, and today's default (a box as wide as the spacing)
     with a warning when the estimate is not trusted. The facts name the profile used
     (``slice_profile``), where it came from (``slice_profile_source``), its width when it was not
-    given (``slice_thickness_mm``) and the estimate (``slice_profile_estimate``)."""
+    given (``slice_thickness_mm``; a measured one's FWHM too, ``slice_profile_fwhm_mm``) and the
+    estimate (``slice_profile_estimate``)."""
     if isinstance(profile, Profile):
         if thickness is not None:
             raise MRSRError(
                 "a measured slice profile has its own width: leave out the slice thickness"
             )
-        facts = {"slice_profile": profile.name, "slice_profile_source": profile.description}
-        return profile, profile.width_mm, facts | {"slice_thickness_mm": profile.width_mm}
+        facts = {
+            "slice_profile": profile.name,
+            "slice_profile_source": profile.description,
+            "slice_thickness_mm": profile.width_mm,
+            "slice_profile_fwhm_mm": round(fwhm_mm(profile, profile.width_mm), 4),
+        }
+        return profile, profile.width_mm, facts
     if profile is not None or thickness is not None:
         profile = profile or DEFAULT
         return profile, thickness, {"slice_profile": profile, "slice_profile_source": "given"}

@@ -148,8 +148,8 @@ def fwhm_mm(profile: Profile, thickness_mm: float) -> float:
     width = profile.width_mm or thickness_mm
     x = np.linspace(-1.5, 1.5, 3001) * width
     w = profile.weights(x - width / 2000, x + width / 2000, np.zeros(1), width)
-    above = x[w >= w.max() / 2]
-    return float(above[-1] - above[0] + width / 1000)
+    above = x[w >= w.max() / 2 - 1e-12]
+    return float(above[-1] - above[0])
 
 
 # The slice profiles by name (--profile, slice_profile); a measured one is read_profile's.

@@ -20,7 +20,13 @@ from mrsr.kspace import zero_fill
 from mrsr.pipeline import Pipeline
 from mrsr.profile_estimation import estimate_slice_profile, slice_profile_for
 from mrsr.provenance import FACTS
-from mrsr.slice_profiles import SliceProfile, read_profile, simulate_thick_slices
+from mrsr.slice_profiles import (
+    PROFILES,
+    SliceProfile,
+    fwhm_mm,
+    read_profile,
+    simulate_thick_slices,
+)
 from mrsr.throughplane import super_resolve_through_plane
 
 TINY = dict(channels=8, n_blocks=1, n_units=1)  # a fast network: these tests are about geometry
@@ -92,7 +98,8 @@ def test_a_measured_box_is_the_box(tmp_path):
     """A file of equal weights 6 mm wide on a 0.25 mm grid acquires exactly as a 6 mm box
     (slices 4.5 fine voxels apart: fractional overlaps too); the commands' outputs agree below."""
     box = read_profile(write_profile(tmp_path / "p.json", {"step_mm": 0.25, "weights": [2] * 24}))
-    assert box.width_mm == 6.0
+    assert box.width_mm == 6.0 and fwhm_mm(box, 6.0) == pytest.approx(6.0)
+    assert fwhm_mm(PROFILES["gaussian"], 5.0) == pytest.approx(5.0, abs=0.01)
     np.testing.assert_allclose(
         SliceProfile(4.5, 6.0, box).acquisition(45, 10),
         SliceProfile(4.5, 6.0, "box").acquisition(45, 10),
@@ -144,6 +151,7 @@ def test_command_takes_a_profile_file_and_records_it(tmp_path, write_nifti, caps
     record = json.loads((tmp_path / "a.json").read_text())["mrsr"]
     assert record["slice_profile"] == "measured" and record["slice_thickness_mm"] == 3.0
     assert record["slice_profile_source"] == "measured in box.json"
+    assert record["slice_profile_fwhm_mm"] == pytest.approx(3.0)
 
     capsys.readouterr()
     bad = write_profile(tmp_path / "bad.json", {"step_mm": 0.5, "weights": [0]})
