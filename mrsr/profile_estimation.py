@@ -62,6 +62,7 @@ MIN_RISE = 2.0  # cost two candidates (12 %) to either side of a trusted fit / t
 SHAPE_MARGIN = 1.1  # a Gaussian must fit this much better than a box to be taken
 FOREGROUND = 0.2  # of the 99th percentile: a window's mean above it is on the object
 _SUPPORT = 3.0  # candidate support, in widths: covers a Gaussian of the widest FWHM
+_ROUNDS = 4  # of drawing windows
 
 
 @dataclass(frozen=True)
@@ -104,17 +105,21 @@ def _windows(
     lines: np.ndarray, shape: tuple[int, ...], count: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Up to ``count`` random windows ``shape`` of the array ``lines`` (same number of dims) whose
-    mean is foreground."""
+    mean is foreground, drawn ``2 * count`` at a time (a few rounds for a small object)."""
     if any(s > n for s, n in zip(shape, lines.shape)):
         return np.zeros((0, *shape))
-    tries = 8 * count
-    index = tuple(
-        rng.integers(n - s + 1, size=tries).reshape((-1,) + (1,) * len(shape))
-        + np.arange(s).reshape([s if e == d else 1 for e in range(len(shape))])
-        for d, (s, n) in enumerate(zip(shape, lines.shape))
-    )
-    found = lines[index]
-    return found[found.mean(axis=tuple(range(1, found.ndim))) > FOREGROUND][:count]
+    found: list[np.ndarray] = []
+    for _ in range(_ROUNDS):
+        index = tuple(
+            rng.integers(n - s + 1, size=2 * count).reshape((-1,) + (1,) * len(shape))
+            + np.arange(s).reshape([s if e == d else 1 for e in range(len(shape))])
+            for d, (s, n) in enumerate(zip(shape, lines.shape))
+        )
+        drawn = lines[index]
+        found.append(drawn[drawn.mean(axis=tuple(range(1, drawn.ndim))) > FOREGROUND])
+        if sum(len(f) for f in found) >= count:
+            break
+    return np.concatenate(found)[:count]
 
 
 def _spectrum(windows: np.ndarray) -> np.ndarray:
