@@ -10,15 +10,18 @@ first stack's field of view in its orientation; or exactly ``like``'s grid):
 2. each stack's estimate on the target grid: its own self-trained through-plane network
    (:func:`mrsr.throughplane.super_resolve_through_plane`) onto the target's step along its
    slice axis, then world-space resampling (:func:`mrsr.resample.resample`); the estimates
-   are averaged over the stacks that cover each voxel into ``x0``;
+   are averaged over the stacks that cover each voxel into ``x0``. Each stack's slice profile
+   is the one given, else estimated from that stack, and serves both its network and its
+   operator;
 3. the joint data-consistency solve (:func:`solve`): the ``x`` on the target grid that
    minimises ``sum_k w_k ||A_k x - y_k||^2 + weight ||x - x0||^2``, where ``y_k`` are stack
    ``k``'s voxels and ``A_k`` its acquisition from the target grid (:class:`Acquisition`: the
    target interpolated at the stack's in-plane pixels and at fine points subdividing its
    slices, then its slice profile along its own slice axis); ``w_k`` scales each stack's
    operator to unit-norm rows, so that ``weight`` compares one measured voxel with one voxel
-   of the estimate. Conjugate gradients on the normal equations, matrix-free (the adjoint of
-   each ``A_k`` by automatic differentiation of its forward), from ``x0``;
+   of the estimate. Conjugate gradients on the normal equations from ``x0``, matrix-free:
+   ``A_k`` and its transpose are 1D matrices along each axis where the stack's axes follow the
+   target's, else :func:`torch.nn.functional.grid_sample` and its gradient;
 4. the range rule of every command: a magnitude input (no negative voxel) is clamped at 0.
 
 Each stack's relative RMS residual ``||A_k x - y_k|| / ||y_k||`` over its voxels inside the

@@ -248,6 +248,9 @@ OPTIONS: dict[str, Option] = {
     "shave": Option(int, 0, 4096),
     "convention": Option(str, choices=CONVENTIONS),
     "voxel_size": Option(float, 0.0, 100.0, above=True),  # mm, each of 1 or 3 values
+    "fusion_weight": Option(float, 0.0, 1e3, above=True),  # of the estimates, mrsr.fusion
+    "fusion_iterations": Option(int, 1, 1000),
+    "register": FLAG,
     # training config keys, by their dotted name
     "degradation.method": METHOD,
     "degradation.scale": Option(int, 2, 16),

@@ -315,6 +315,40 @@ class Pipeline(Saving):
         self.weights = path
         return path
 
+    def fuse(
+        self,
+        stacks: list[Any],
+        voxel_size: float | tuple[float, float, float] | None = None,
+        like: Any = None,
+        *,
+        register: bool = False,
+        weight: float | None = None,
+    ) -> MetaTensor:
+        """Several stacks of one subject and contrast fused into one volume on the grid of
+        ``voxel_size`` (covering the first stack's field of view) or ``like``
+        (:func:`mrsr.fusion.fuse_stacks`): each stack brought onto that grid as
+        ``self(stack, like=...)`` would (in-plane network, through-plane network, resampling),
+        then the joint data-consistency solve of all stacks. ``register``: register each
+        stack rigidly to the first one before; ``weight``: of the estimates (default
+        :data:`mrsr.fusion.WEIGHT`)."""
+        from mrsr.fusion import WEIGHT, fuse_stacks
+
+        return fuse_stacks(
+            stacks,
+            voxel_size,
+            like,
+            register=register,
+            thickness=self.slice_thickness,
+            profile=self.measured_profile or self.slice_profile,
+            weight=WEIGHT if weight is None else weight,
+            nonnegative=self.settings.nonnegative,
+            axis=self.settings.axis,
+            estimate=lambda stack, plan, *_: onto(self, stack, plan, self.slice_thickness),
+            scale=self.scale,
+            through_plane=self.through_plane_steps > 0,
+            progress=self.settings.progress,
+        )
+
     def evaluate(
         self, x: Any, ref: Any, mask: Any = "auto", shave: int | None = None
     ) -> dict[str, float]:

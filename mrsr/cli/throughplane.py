@@ -14,6 +14,7 @@ from mrsr.cli.common import (
     run_job,
     slice_profile_options,
 )
+from mrsr.cli.fusion import add_fusion, cmd_fuse, single_stack
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -23,20 +24,24 @@ EXAMPLES = """examples:
   mrsr throughplane t2_5mm.nii.gz t2_iso.nii.gz                     # 0.5x0.5x5 mm -> 0.5 mm
   mrsr throughplane t2_5mm.nii.gz t2_iso.nii.gz --steps 3000        # train longer
   mrsr throughplane t2_5mm.nii.gz t2_iso.nii.gz --max-time 60       # at most a minute of it
-  mrsr throughplane flair.nii.gz flair_iso.nii.gz --factor 4 --steps 2000 --seed 1"""
+  mrsr throughplane flair.nii.gz flair_iso.nii.gz --factor 4 --steps 2000 --seed 1
+  mrsr throughplane t2_ax.nii.gz t2_cor.nii.gz t2_sag.nii.gz t2_iso.nii.gz --voxel-size 1"""
 
 
 def cmd_throughplane(args: argparse.Namespace) -> None:
+    if len(args.input) > 1:
+        return cmd_fuse(args)
+    args.input = single_stack(args)
     from mrsr.provenance import record, through_plane_settings
     from mrsr.throughplane import super_resolve_through_plane
 
     shapes = {}
+    slice_profile_options(args, None)  # a bad profile file refused before any work
 
     def read(job):
         factor = args.factor or 8  # a guess until the spacing is read; the output, two estimates
         return read_checked(job, 12 * factor, factor)
 
-    slice_profile_options(args, None)  # a bad profile file refused before any work
     def make(job):
         volume, profile = job.data, slice_profile_options(args, job.info.slice_thickness)
         thickness = profile["thickness"]
@@ -79,11 +84,20 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         "spacing (a gap) and box or Gaussian in profile. The output subdivides each slice "
         "spacing into fine voxels and overlays the input exactly. Training is a fixed number of "
         "seeded steps (--steps), so the same input and options give the same output on any "
-        "machine load; --max-time caps it, and the sidecar records the steps reached.",
+        "machine load; --max-time caps it, and the sidecar records the steps reached. Several "
+        "stacks of one subject and contrast (A B C OUT, with --voxel-size or --like) are fused "
+        "into one volume: each stack's own network gives an estimate, then a joint solve makes "
+        "the result consistent with every stack's slices.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="thick-slice volume (NIfTI, NRRD, MHA, DICOM folder)")
+    p.add_argument(
+        "input",
+        type=Path,
+        nargs="+",
+        help="thick-slice volume (NIfTI, NRRD, MHA, DICOM folder), or several stacks of one "
+        "subject and contrast to fuse into one volume (then --voxel-size or --like)",
+    )
     p.add_argument("output", type=Path, help="NIfTI to write")
     p.add_argument(
         "--factor",
@@ -115,6 +129,7 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip the final correction that makes each slab's mean equal the input slice",
     )
+    add_fusion(p)
     add_device(p)
     add_output_options(p)
     p.set_defaults(func=cmd_throughplane)
