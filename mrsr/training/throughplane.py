@@ -8,7 +8,8 @@ pairs of a :class:`~mrsr.networks.throughplane.ThroughPlaneNet` (SMORE-style sel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from time import monotonic
 from typing import Any
 
@@ -95,9 +96,10 @@ def train_network(
     Pairs come from :func:`_batch` with patches of ``patch_size`` (smaller for small slices);
     L1 loss, Adam at ``lr``, ``steps`` steps of ``batch_size`` patches, or fewer when
     ``max_time`` seconds (a cap, default none) run out first. The weights and every batch come
-    from ``seed``, so ``steps`` steps give the same network under any machine load (bit for bit
-    on one machine and thread count on the CPU; on a GPU as far as its kernels are deterministic,
-    see ``torch.use_deterministic_algorithms``); a time cap stops at a load-dependent step.
+    from ``seed``, so ``steps`` steps give the same network under any machine load: on the CPU
+    it trains on one thread (:func:`_one_cpu_thread`), bit for bit the same network whatever
+    the thread count; on a GPU as far as its kernels are deterministic (see
+    ``torch.use_deterministic_algorithms``). A time cap stops at a load-dependent step.
     Returns the network (in eval mode) and the loss of every step taken (their number is the
     steps trained).
     """
@@ -124,7 +126,7 @@ def train_network(
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
     )
     cap = math.inf if max_time is None else max_time
-    with bar:
+    with bar, _one_cpu_thread(device):
         while len(losses) < steps:
             elapsed = monotonic() - start
             if elapsed >= cap:
@@ -143,6 +145,24 @@ def train_network(
             bar.update(int(100 * min(done, 1.0)) - bar.n)
         bar.update(100 - bar.n)  # the steps or the time cap are used up: training is complete
     return network.eval(), losses
+
+
+@contextmanager
+def _one_cpu_thread(device: str | torch.device) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads set to one for the duration: how a convolution's
+    gradient is summed depends on the thread count, and training amplifies those last-bit
+    differences (the sign of the L1 loss's gradient, Adam's normalisation) to about 1e-3 of the
+    range in 50 steps; on one thread the network is the same on every machine with the same
+    CPU kernels, whatever its thread count."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _in_plane_resampled(
