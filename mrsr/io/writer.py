@@ -109,8 +109,9 @@ def save_volume(
                 stream.write(sidecar_text(provenance).encode("utf-8"))
         with new(path, overwrite) as stream:
             if Path(path).name.lower().endswith(".gz"):
-                # ISA-L's deflate: six times faster than nibabel's zlib at level 1, as small a file
-                with igzip.open(stream, "wb") as gz:
+                # ISA-L's deflate: six times faster than nibabel's zlib at level 1, as small a file.
+                # No time or (temporary) file name in the gzip header: same volume, same bytes.
+                with igzip.IGzipFile(filename="", mode="wb", fileobj=stream, mtime=0) as gz:
                     image.to_stream(gz)
             else:
                 image.to_stream(stream)
