@@ -20,7 +20,8 @@ baseline) and by each name of :data:`METHODS` (``mrsr``: ``mrsr throughplane`` a
 :func:`mrsr.throughplane.super_resolve_through_plane` with the true slice thickness and
 profile, :data:`mrsr.settings.THROUGH_PLANE_STEPS` steps from seed 0; ``mrsr-blind``: the same
 told nothing of the profile, which is then estimated from the scan,
-:mod:`mrsr.profile_estimation`). Prints a Markdown
+:mod:`mrsr.profile_estimation`; ``mrsr-box-spacing``: told a box as wide as the spacing, the
+profile assumed when none was given before it was estimated). Prints a Markdown
 table, one row per volume, case and method: PSNR and SSIM (:func:`anygrid.scores`: Otsu
 foreground of the truth, SSIM per slice along the slice axis, no shave) of both, the gain in
 dB, the steps trained, the method's wall time and the peak resident memory of the process that
@@ -86,10 +87,19 @@ def mrsr_blind(
     return super_resolve_through_plane(acquired, steps=steps, seed=seed, axis=axis)
 
 
+def mrsr_box_spacing(
+    acquired: MetaTensor, thickness: float | None, profile: str, axis: int, steps: int, seed: int
+) -> MetaTensor:
+    """``mrsr throughplane --profile box``: a box as wide as the spacing, whatever the truth (the
+    default before the profile was estimated)."""
+    return super_resolve_through_plane(acquired, steps=steps, seed=seed, profile="box", axis=axis)
+
+
 # name: function(acquired, thickness, profile, axis, steps, seed) -> volume on the truth's grid
 METHODS: dict[str, Callable[..., MetaTensor]] = {
     "mrsr": mrsr_given_profile,
     "mrsr-blind": mrsr_blind,
+    "mrsr-box-spacing": mrsr_box_spacing,
 }
 
 
