@@ -71,8 +71,8 @@ class Pipeline(Saving):
         through_plane_steps: for a target grid finer along thick slices (:meth:`plan`):
             training steps of the through-plane network
             (:func:`mrsr.throughplane.super_resolve_through_plane`, seed 0; the default
-            :data:`mrsr.settings.UPSCALE_THROUGH_PLANE_STEPS` takes about 2 minutes on 2 CPU
-            cores; 0: cubic B-spline interpolation instead).
+            :data:`mrsr.settings.UPSCALE_THROUGH_PLANE_STEPS` takes about 2 minutes on a
+            CPU; 0: cubic B-spline interpolation instead).
         through_plane_max_time: seconds after which that training stops even if the steps are
             not done (``None``, the default: no cap); the record says how many were.
         slice_thickness: the thick slices' thickness in mm (default: their spacing).

@@ -11,9 +11,10 @@ __all__ = ["THROUGH_PLANE_STEPS", "UPSCALE_THROUGH_PLANE_STEPS", "InferenceSetti
 
 # Steps of through-plane training (:func:`mrsr.throughplane.super_resolve_through_plane`), 16
 # patches of 48 x 48 each, whatever the volume's size: a fixed, seeded amount of training, the
-# same output under any machine load. ``mrsr throughplane``'s takes about 180 s on 2 idle CPU
-# cores, ``mrsr upscale``'s (and :class:`mrsr.Pipeline`'s) about 120 s; how they were sized is
-# in docs/benchmarks.md.
+# same output under any machine load. Training runs on one CPU thread (about 0.2 s a step), so
+# ``mrsr throughplane``'s takes about 200 s on a CPU (the old default was 180 s), ``mrsr
+# upscale``'s (and :class:`mrsr.Pipeline`'s) about 130 s (was 120 s); much less on a GPU. How
+# they were sized: docs/benchmarks.md.
 THROUGH_PLANE_STEPS = 1000
 UPSCALE_THROUGH_PLANE_STEPS = 650
 

@@ -111,7 +111,7 @@ def add_throughplane(sub: argparse._SubParsersAction) -> None:
         type=OPTIONS["steps"].parse,
         default=THROUGH_PLANE_STEPS,
         help=f"training steps of 16 patches each (default {THROUGH_PLANE_STEPS}: about 3 minutes "
-        "on 2 CPU cores, much less on a GPU)",
+        "on a CPU, where it trains on one thread; much less on a GPU)",
     )
     p.add_argument(
         "--max-time",

@@ -285,8 +285,8 @@ def add_upscale_options(p: argparse.ArgumentParser) -> None:
         type=OPTIONS["through_plane_steps"].parse,
         metavar="N",
         help="with --voxel-size/--like finer along thick slices: training steps of the "
-        f"through-plane network (default {UPSCALE_THROUGH_PLANE_STEPS}, about 2 minutes on 2 CPU "
-        "cores; the same output under any load; 0: cubic B-spline interpolation instead)",
+        f"through-plane network (default {UPSCALE_THROUGH_PLANE_STEPS}, about 2 minutes on "
+        "a CPU; the same output under any load; 0: cubic B-spline interpolation instead)",
     )
     p.add_argument(
         "--through-plane-max-time",
