@@ -28,6 +28,7 @@ from mrsr.slice_profiles import (
     simulate_thick_slices,
 )
 from mrsr.throughplane import super_resolve_through_plane
+from mrsr.training.throughplane import training_slices
 
 TINY = dict(channels=8, n_blocks=1, n_units=1)  # a fast network: these tests are about geometry
 SIGMA_PER_FWHM = {"box": 1 / np.sqrt(12), "gaussian": 1 / (2 * np.sqrt(2 * np.log(2)))}
@@ -262,3 +263,16 @@ def test_upscale_and_pipeline_take_the_profile_options(tmp_path, write_nifti):
     volume = load_volume(src)
     measured = Pipeline("zerofill", slice_profile_file=box, through_plane_steps=2)
     assert torch.equal(measured(volume, voxel_size=1), load_volume(a).as_tensor())
+
+
+def test_training_slices_keep_no_detail_finer_than_acquired():
+    """Band 2 along the first in-plane axis: the slices keep no power past half their band
+    there, and all of it along the other axis (white noise, so both had it)."""
+    noise = torch.from_numpy(np.random.default_rng(0).random((1, 32, 32, 4), dtype=np.float32))
+    slices = training_slices(noise, noise, 2, 1.0, (2.0, 1.0))
+    assert slices.shape == (4, 32, 32)
+    x = slices - slices.mean()
+    across = torch.fft.rfft(x, dim=1).abs().pow(2).mean(dim=(0, 2))
+    along_ = torch.fft.rfft(x, dim=2).abs().pow(2).mean(dim=(0, 1))
+    assert across[9:].max() < 1e-6 * across[1:8].mean()  # 32 / (2 * 2) = 8 frequencies kept
+    assert along_[9:].mean() > 0.3 * along_[1:8].mean()
