@@ -166,8 +166,7 @@ def upscale_folder(
     output has its JSON sidecar, and one volume that fails does not stop the others (an
     :class:`~mrsr.errors.MRSRError` names them at the end). Returns the outputs written."""
     from mrsr.batch import Job, gather
-    from mrsr.io import FORMATS, list_volumes
-    from mrsr.outputs import check_folder_name, plan_folder, plan_outputs
+    from mrsr.outputs import plan_folder, plan_outputs
     from mrsr.pipeline import Pipeline
 
     if not isinstance(pipe, Pipeline):
@@ -178,14 +177,9 @@ def upscale_folder(
     source, dest = Path(dataset_dir), Path(output_dir)
     if not source.is_dir():
         raise MRSRError(f"{one_line(source)}: no such folder; pass --dataset_dir FOLDER")
-    check_folder_name(dest, "output_dir")
-    inputs = list_volumes(source)
-    if not inputs:
-        raise MRSRError(f"{one_line(source)}: no volumes found ({FORMATS})")
-    if not dest.parent.is_dir():
-        raise MRSRError(f"{one_line(dest.parent)}: output folder does not exist")
+    pairs = plan_folder(source, dest, "output_dir")
     with new_folder(dest):  # never left empty
-        plan = plan_outputs(plan_folder(source, dest, inputs), overwrite, skip_finished=True)
+        plan = plan_outputs(pairs, overwrite, skip_finished=True)
         if plan.finished:
             note(f"skipping {len(plan.finished)} finished outputs")
         jobs = [Job(src, (out,)) for src, out in plan.jobs]

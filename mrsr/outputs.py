@@ -232,8 +232,21 @@ def plan_outputs(
     return plan
 
 
-def plan_folder(source: Path, dest: Path, inputs: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(input, output) pairs of a folder run; refuses writing a folder into itself."""
+def plan_folder(source: Path, dest: Path, what: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs of a folder run: every volume of the folder ``source``
+    (:func:`mrsr.io.list_volumes`) into the folder ``dest``, called ``what`` in messages.
+    Refuses a folder without volumes, an output that is a file, a missing output parent and
+    writing a folder into itself."""
+    from mrsr.io.formats import FORMATS, list_volumes
+
+    check_folder_name(dest, what)
+    inputs = list_volumes(source)
+    if not inputs:
+        raise MRSRError(f"{one_line(source)}: no volumes found ({FORMATS})")
+    if dest.exists() and not dest.is_dir():
+        raise MRSRError(f"{one_line(dest)}: is a file; a folder input needs an output folder")
+    if not dest.parent.is_dir():
+        raise MRSRError(f"{one_line(dest.parent)}: output folder does not exist")
     if dest.exists() and _real(dest) == _real(source):
         raise MRSRError(f"{one_line(dest)}: is the input folder; give another output folder")
     return [(p, dest / output_name(p)) for p in inputs]

@@ -39,21 +39,12 @@ EXAMPLES = """examples:
 
 def _volume_jobs(source: Path, dest: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file, or every volume of a folder into a folder."""
-    from mrsr.io import FORMATS, is_volume_path, list_volumes
-    from mrsr.outputs import check_folder_name, plan_folder
+    from mrsr.io import is_volume_path
+    from mrsr.outputs import plan_folder
 
     if not source.is_dir() or is_volume_path(source):
         return [(source, dest)]
-    check_folder_name(dest, f"the output of the folder input {one_line(source)}")
-    inputs = list_volumes(source)
-    if not inputs:
-        raise MRSRError(f"{source}: no volumes found ({FORMATS})")
-    jobs = plan_folder(source, dest, inputs)
-    if dest.exists() and not dest.is_dir():
-        raise MRSRError(f"{dest}: is a file; a folder input needs an output folder")
-    if not dest.parent.is_dir():
-        raise MRSRError(f"{dest.parent}: output folder does not exist")
-    return jobs
+    return plan_folder(source, dest, f"the output of the folder input {one_line(source)}")
 
 
 def rank_share(jobs: list) -> list:
