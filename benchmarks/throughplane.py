@@ -2,7 +2,7 @@
 
     python benchmarks/throughplane.py [--volumes A.nii.gz:AXIS ...] [--cases box4 gap3]
         [--methods mrsr] [--steps N] [--seed S]
-    python benchmarks/throughplane.py --step-cost 1 2
+    python benchmarks/throughplane.py --step-cost
 
 Each isotropic 1 mm volume (default: ``data/default/train/colin_1mm_superior.nii.gz`` and
 ``colin_1mm_inferior.nii.gz`` along axis 2, when present, and the bundled sample along axis 1;
@@ -28,11 +28,10 @@ dB, the steps trained, the method's wall time and the peak resident memory of th
 ran it (each row runs in a fresh process, so ``ru_maxrss`` is that row's, torch and imports
 included).
 
-``--step-cost THREADS ...``: the process CPU time of one training step (16 patches of 48 x 48,
-the default network) with each number of torch threads, each in a fresh process, on 40 slices
-of 256 x 256 for 4 mm slices of 1 mm voxels (a step's cost does not depend on the volume's
-size): how the default number of steps was sized, on a machine busy with other jobs, where wall
-time says little.
+``--step-cost``: the process CPU time of one training step (16 patches of 48 x 48, the default
+network, on the one thread training uses) on 40 slices of 256 x 256 for 4 mm slices of 1 mm
+voxels (a step's cost does not depend on the volume's size): how the default number of steps
+was sized, on a machine busy with other jobs, where wall time says little.
 """
 
 from __future__ import annotations
@@ -126,15 +125,14 @@ def row(path: Path, axis: int, case: str, method: str, steps: int, seed: int) ->
     )
 
 
-def step_cost(threads: int, steps: int = 50) -> str:
-    """Milliseconds of process CPU time per training step with ``threads`` torch threads."""
-    torch.set_num_threads(threads)
+def step_cost(steps: int = 50) -> str:
+    """Milliseconds of process CPU time per training step."""
     slices = torch.from_numpy(np.random.default_rng(0).random((40, 256, 256), dtype=np.float32))
     train_network(slices, SliceProfile(4, 4), 3)  # warm-up
     start = time.process_time()
     train_network(slices, SliceProfile(4, 4), steps)
     cost = 1000 * (time.process_time() - start) / steps
-    return f"{threads} thread(s): {cost:.0f} ms of CPU per step ({steps} steps)"
+    return f"{cost:.0f} ms of CPU per training step ({steps} steps)"
 
 
 def main() -> None:
@@ -144,13 +142,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--steps", type=int, default=STEPS, help=f"default {STEPS}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step-cost", type=int, nargs="+", metavar="THREADS")
+    parser.add_argument("--step-cost", action="store_true", help="CPU time of a step, then exit")
     args = parser.parse_args()
     spawn = multiprocessing.get_context("spawn")
     if args.step_cost:
-        for threads in args.step_cost:
-            with spawn.Pool(1) as pool:
-                print(pool.apply(step_cost, (threads,)), flush=True)
+        print(step_cost(), flush=True)
         return
     volumes = [(Path(v.rsplit(":", 1)[0]), int(v.rsplit(":", 1)[1])) for v in args.volumes or []]
     if not volumes:
