@@ -83,6 +83,28 @@ def _linear(positions: np.ndarray, n: int) -> torch.Tensor | None:
     return torch.as_tensor(matrix, dtype=torch.float32)
 
 
+def _positions(where: np.ndarray, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Per axis of the grid that the index map ``where`` leads to, the float64 position there of
+    every voxel of a grid of ``sizes``."""
+    ranges = [torch.arange(n, dtype=torch.float64) for n in sizes]
+    return [
+        torch.broadcast_to(
+            float(where[c, 3])
+            + sum(
+                float(where[c, a]) * ranges[a].reshape([-1 if b == a else 1 for b in range(3)])
+                for a in range(3)
+            ),
+            tuple(sizes),
+        )
+        for c in range(3)
+    ]
+
+
+def _within(at: Any, n: int) -> Any:
+    """Whether positions ``at`` (voxel indices) lie within a field of view of ``n`` voxels."""
+    return (at >= -0.5 - 1e-6) & (at <= n - 0.5 + 1e-6)
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """How one stack measures a volume on the target grid: a linear map ``A`` from the target
@@ -142,19 +164,13 @@ class Acquisition:
             for j, a in enumerate(order):
                 at = where[a, j] * np.arange(sizes[j]) + where[a, 3]
                 lines.append(_linear(at, shape[a]))
-                inside = (at >= -0.5 - 1e-6) & (at <= shape[a] - 0.5 + 1e-6)
-                valid &= torch.as_tensor(inside).reshape([-1 if b == j else 1 for b in range(3)])
+                inside = torch.as_tensor(_within(at, shape[a]))
+                valid &= inside.reshape([-1 if b == j else 1 for b in range(3)])
             parts = {"lines": tuple(lines), "order": tuple(order)}
         else:
-            ranges = [torch.arange(n, dtype=torch.float64) for n in sizes]
             coords = []
-            for c, n in enumerate(shape):
-                at = float(where[c, 3]) + sum(
-                    float(where[c, a]) * ranges[a].reshape([-1 if b == a else 1 for b in range(3)])
-                    for a in range(3)
-                )
-                at = torch.broadcast_to(at, sizes)
-                valid &= (at >= -0.5 - 1e-6) & (at <= n - 0.5 + 1e-6)
+            for at, n in zip(_positions(where, sizes), shape):
+                valid &= _within(at, n)
                 coords.append((2 * at / max(n - 1, 1) - 1).float())
             parts = {"points": torch.stack(coords[::-1], dim=-1)[None]}
         inside = along(valid.float(), matrix, axis) >= 1 - 1e-4
@@ -296,14 +312,9 @@ def _thicknesses(thickness: Any, count: int) -> list[float | None]:
 def _coverage(stack: MetaTensor, shape: Sequence[int], affine: np.ndarray) -> torch.Tensor:
     """Which target voxels lie inside the stack's field of view."""
     where = index_map(np.asarray(stack.affine, dtype=np.float64), affine)
-    ranges = [torch.arange(n, dtype=torch.float64) for n in shape]
     inside = torch.ones(tuple(shape), dtype=torch.bool)
-    for c, n in enumerate(stack.shape[1:]):
-        at = float(where[c, 3]) + sum(
-            float(where[c, a]) * ranges[a].reshape([-1 if b == a else 1 for b in range(3)])
-            for a in range(3)
-        )
-        inside &= (at >= -0.5 - 1e-6) & (at <= n - 0.5 + 1e-6)
+    for at, n in zip(_positions(where, shape), stack.shape[1:]):
+        inside &= _within(at, n)
     return inside
 
 

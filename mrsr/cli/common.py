@@ -60,6 +60,15 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_target_grid(p: argparse.ArgumentParser, voxel_size: str, like: str) -> None:
+    """``--voxel-size MM [MM MM]`` or ``--like REF`` (one of them), with these help texts."""
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument(
+        "--voxel-size", type=OPTIONS["voxel_size"].parse, nargs="+", metavar="MM", help=voxel_size
+    )
+    grid.add_argument("--like", type=Path, metavar="REF", help=like)
+
+
 def add_slice_profile(p: argparse.ArgumentParser) -> None:
     """``--slice-thickness``, ``--profile``, ``--slice-profile`` and
     ``--inplane-acquired-resolution`` of the through-plane step."""

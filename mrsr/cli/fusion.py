@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrsr.cli.common import inference_options, read_checked, slice_profile_options
+from mrsr.cli.common import (
+    add_target_grid,
+    inference_options,
+    read_checked,
+    slice_profile_options,
+)
 from mrsr.errors import MRSRError, one_line
 from mrsr.options import OPTIONS
 from mrsr.progress import note
@@ -23,20 +28,11 @@ _ONE = {"factor": "--factor", "axis": "--axis"}  # options of one stack only
 
 def add_fusion(p: argparse.ArgumentParser) -> None:
     """The options of several stacks: the target grid, registration, the estimates' weight."""
-    grid = p.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--voxel-size",
-        type=OPTIONS["voxel_size"].parse,
-        nargs="+",
-        metavar="MM",
-        help="several stacks: the fused volume's voxel size in mm, one value or one per voxel "
-        "axis, covering the first stack's field of view in its orientation",
-    )
-    grid.add_argument(
-        "--like",
-        type=Path,
-        metavar="REF",
-        help="several stacks: put the fused volume exactly on REF's grid (shape and affine)",
+    add_target_grid(
+        p,
+        "several stacks: the fused volume's voxel size in mm, one value or one per voxel axis, "
+        "covering the first stack's field of view in its orientation",
+        "several stacks: put the fused volume exactly on REF's grid (shape and affine)",
     )
     p.add_argument(
         "--register",

@@ -16,6 +16,7 @@ from mrsr.cli.common import (
     add_device,
     add_output_options,
     add_slice_profile,
+    add_target_grid,
     inference_options,
     message,
 )
@@ -256,20 +257,11 @@ def add_upscale_options(p: argparse.ArgumentParser) -> None:
         help="upscaling factor (default: the model's, else 2, or with --voxel-size/--like the "
         "one the target needs; given with them, it must be that one)",
     )
-    grid = p.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--voxel-size",
-        type=OPTIONS["voxel_size"].parse,
-        nargs="+",
-        metavar="MM",
-        help="output voxel size in mm, one value or one per voxel axis; the field of view is "
-        "kept (network SR in-plane where finer, band-limited resampling to the exact size)",
-    )
-    grid.add_argument(
-        "--like",
-        type=Path,
-        metavar="REF",
-        help="put the output exactly on REF's grid (its shape and affine, any orientation)",
+    add_target_grid(
+        p,
+        "output voxel size in mm, one value or one per voxel axis; the field of view is kept "
+        "(network SR in-plane where finer, band-limited resampling to the exact size)",
+        "put the output exactly on REF's grid (its shape and affine, any orientation)",
     )
     p.add_argument(
         "--through-plane-steps",
