@@ -149,6 +149,10 @@ def test_bad_stacks_are_refused():
         fuse_stacks(stacks[:1], like=truth)
     with pytest.raises(MRSRError, match="target grid"):
         fuse_stacks(stacks)
+    with pytest.raises(MRSRError, match="weight must be a number above 0"):
+        fuse_stacks(stacks, like=truth, weight=0)
+    with pytest.raises(MRSRError, match="thickness: one value per stack"):
+        fuse_stacks(stacks, like=truth, thickness=[4.0, 4.0])
     away = np.eye(4)
     away[:3, 3] = -500.0
     far = corrected(stacks[1], away)  # 500 mm off in every direction
