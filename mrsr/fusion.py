@@ -392,7 +392,7 @@ def fuse_stacks(
     voxels = math.prod(shape) * volumes[0].shape[0]
     fine = sum(op.inside.numel() * op.profile.shape[1] // op.profile.shape[0] for op in operators)
     check_fits(
-        4 * 8 * voxels + 24 * fine,
+        4 * 12 * voxels + 24 * fine,  # a dozen float32 copies of the target
         f"fusing {len(volumes)} stacks onto {'x'.join(map(str, shape))}",
     )
     estimate = estimate or partial(

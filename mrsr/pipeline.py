@@ -343,6 +343,7 @@ class Pipeline(Saving):
             weight=WEIGHT if weight is None else weight,
             nonnegative=self.settings.nonnegative,
             axis=self.settings.axis,
+            # onto resolves each stack's profile as fuse_stacks did: from the same settings
             estimate=lambda stack, plan, *_: onto(self, stack, plan, self.slice_thickness),
             scale=self.scale,
             through_plane=self.through_plane_steps > 0,
