@@ -12,6 +12,7 @@ import torch
 from conftest import make_affine, meta_volume, phantom, sitk_image, write_dicom_series
 from monai.data import MetaTensor
 
+from mrsr import progress
 from mrsr.cli import main
 from mrsr.errors import MRSRError
 from mrsr.inplane_resolution import acquired_resolution
@@ -179,7 +180,7 @@ def dicom_series(folder, thickness: float, spacing_between: str) -> None:
 
 def test_dicom_thickness_and_spacing_between_slices(tmp_path, capsys):
     """Thickness 3 mm, positions 4 mm apart (a 1 mm gap): the grid follows the positions, the
-    thickness is SliceThickness, and a SpacingBetweenSlices that disagrees is named."""
+    thickness is SliceThickness, and a SpacingBetweenSlices that disagrees is named (verbose)."""
     dicom_series(tmp_path / "gap", 3.0, "4")
     info = inspect_volume(tmp_path / "gap")
     assert (info.slice_thickness, info.slice_spacing) == (3.0, 4.0)
@@ -188,7 +189,11 @@ def test_dicom_thickness_and_spacing_between_slices(tmp_path, capsys):
     assert "SpacingBetweenSlices" not in capsys.readouterr().err
 
     dicom_series(tmp_path / "stale", 3.0, "3")
-    info = inspect_volume(tmp_path / "stale")
+    progress.set_level(progress.VERBOSE)
+    try:
+        info = inspect_volume(tmp_path / "stale")
+    finally:
+        progress.set_level(progress.NORMAL)
     assert (info.slice_thickness, info.slice_spacing) == (3.0, 3.0)
     err = capsys.readouterr().err
     assert "SpacingBetweenSlices (0018,0088) says 3 mm but the slice positions are 4 mm" in err

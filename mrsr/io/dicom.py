@@ -6,8 +6,8 @@ the series (hidden files and ``DICOMDIR`` aside), slices of different sizes or w
 positive pixel spacing, or slices without a position or not evenly spaced; a multi-frame
 (enhanced) file whose per-frame positions do not follow the grid SimpleITK reads. The slice
 positions give the grid; SliceThickness (0018,0050) and SpacingBetweenSlices (0018,0088) are
-read beside them (a thickness below the spacing is a gap, above it an overlap), with a warning
-when the stated spacing disagrees with the positions.
+read beside them (a thickness below the spacing is a gap, above it an overlap); ``--verbose``
+says when the stated spacing disagrees with the positions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mrsr.errors import MRSRError, shown
 from mrsr.io.header import VolumeInfo, failure_reason
 from mrsr.io.itk import sitk_dtype, sitk_volume
 from mrsr.io.reader import Reader
-from mrsr.progress import warn
+from mrsr.progress import VERBOSE, note
 
 __all__ = ["DicomReader"]
 
@@ -72,12 +72,14 @@ def _check_even(positions: np.ndarray, folder: Path) -> float:
 
 
 def _check_spacing(stated: float | None, step: float | None, folder: Path) -> None:
-    """Warn when SpacingBetweenSlices (0018,0088) disagrees with the slice positions, which
-    give the grid (the positions are measured; the tag is often the thickness, or stale)."""
+    """Say (with ``--verbose``) when SpacingBetweenSlices (0018,0088) disagrees with the slice
+    positions, which give the grid: the tag is often the thickness, stale, or (as SimpleITK
+    writes it) a single slice's spacing."""
     if stated is not None and step is not None and abs(stated - step) > 0.01 * step:
-        warn(
+        note(
             f"{folder}: SpacingBetweenSlices (0018,0088) says {stated:g} mm but the slice "
-            f"positions are {step:.4g} mm apart; the positions are used"
+            f"positions are {step:.4g} mm apart; the positions are used",
+            VERBOSE,
         )
 
 
