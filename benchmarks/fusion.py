@@ -42,6 +42,7 @@ from mrsr.io import load_volume
 from mrsr.machine import describe
 from mrsr.provenance import FACTS
 from mrsr.resample import resample
+from mrsr.settings import THROUGH_PLANE_STEPS as STEPS
 from mrsr.slice_profiles import simulate_thick_slices
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volume", type=Path, default=COLIN, help="an isotropic 1 mm volume")
     parser.add_argument("--spacing", type=int, default=4, help="slice spacing = thickness, mm")
-    parser.add_argument("--steps", type=int, default=1000, help="per stack (default 1000)")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"per stack (default {STEPS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.01, 0.03, WEIGHT, 0.3, 1])
     args = parser.parse_args()
