@@ -308,7 +308,7 @@ def browse(html_path, tmp_path, *args: str) -> subprocess.CompletedProcess:
         html_path.as_uri(),
     ]
     env = {**os.environ, "HOME": str(tmp_path)}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=120, env=env)
     if done.returncode != 0:
         pytest.skip(f"chromium cannot run here: {done.stderr.strip().splitlines()[-1:]}")
     return done
