@@ -2,7 +2,7 @@
 by hand).
 
     python benchmarks/fusion.py [--volume PATH] [--spacing 4] [--steps N] [--seed S]
-        [--weights 0.01 0.1 1]
+        [--weights 0.01 0.1 1] [--estimates network cubic]
 
 The isotropic 1 mm volume (default ``data/default/train/colin_1mm_superior.nii.gz``, written by
 ``pipelines/default_models/prepare_data.py``), cut to a multiple of ``--spacing`` voxels along
@@ -16,7 +16,10 @@ back onto the truth's grid:
   (:func:`mrsr.throughplane.super_resolve_through_plane`, ``--steps`` steps from ``--seed``,
   the true box profile), as ``mrsr throughplane`` gives it (it lands on the truth's grid);
 - fused: :func:`mrsr.fusion.fuse_stacks` of the three stacks ``--like`` the truth, from those
-  same three estimates, for each of ``--weights`` (the estimates' weight in the joint solve).
+  same three estimates, for each of ``--weights`` (the estimates' weight in the joint solve);
+- joint solve without networks (``--estimates cubic``): the same solve from the cubic B-spline
+  interpolations instead (classical reconstruction from orthogonal stacks), which tells what
+  the networks add to the fusion.
 
 Prints a Markdown table: PSNR and SSIM (:func:`anygrid.scores`: Otsu foreground of the truth,
 SSIM per slice along axis 2, no shave), the gain over the best single stack, the wall time
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help=f"per stack (default {STEPS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.01, 0.03, WEIGHT, 0.3, 1])
+    parser.add_argument(
+        "--estimates", nargs="+", choices=("network", "cubic"), default=["network", "cubic"]
+    )
     args = parser.parse_args()
     truth = crop(load_volume(args.volume), args.spacing)
     stacks = [simulate_thick_slices(truth, args.spacing, axis)[0] for axis in range(3)]
@@ -103,11 +109,22 @@ def main() -> None:
             seconds[plan.axis] = time.perf_counter() - start
         return estimates[plan.axis]
 
-    for weight in args.weights:
+    def cubic_estimate(volume, plan, thickness, profile):
+        return resample(volume, plan.shape, plan.affine, band_limited=plan.in_plane_axes)
+
+    for weight in args.weights * ("cubic" in args.estimates):
+        start = time.perf_counter()
+        fused = fuse_stacks(
+            stacks, like=truth, profile="box", weight=weight, estimate=cubic_estimate
+        )
+        residuals = ", ".join(f"{r:.4f}" for r in fused.meta[FACTS]["stack_residuals"])
+        took = time.perf_counter() - start
+        line(f"joint solve from cubic B-spline, weight {weight:g}", fused, took, residuals)
+    for k, weight in enumerate(args.weights * ("network" in args.estimates)):
         start = time.perf_counter()
         fused = fuse_stacks(stacks, like=truth, profile="box", weight=weight, estimate=estimate)
         solve = time.perf_counter() - start
-        if len(psnr) == 4:  # the first pass trained the three: their rows first
+        if k == 0:  # the first pass trained the three: their rows first
             solve -= sum(seconds.values())
             for axis in range(3):
                 line(f"single stack {axis}", estimates[axis], seconds[axis])
