@@ -37,7 +37,7 @@ from mrsr.provenance import add_facts, record, through_plane_settings
 from mrsr.resample import resample, resample_bytes
 from mrsr.saving import Saving
 from mrsr.settings import UPSCALE_THROUGH_PLANE_STEPS, InferenceSettings
-from mrsr.slice_profiles import read_profile
+from mrsr.slice_profiles import Profile, read_profile
 from mrsr.target import GridPlan, check_scale, plan_grid, target_grid
 
 __all__ = ["Pipeline", "as_volume", "load_model", "score"]
@@ -343,8 +343,9 @@ class Pipeline(Saving):
             weight=WEIGHT if weight is None else weight,
             nonnegative=self.settings.nonnegative,
             axis=self.settings.axis,
-            # onto resolves each stack's profile as fuse_stacks did: from the same settings
-            estimate=lambda stack, plan, *_: onto(self, stack, plan, self.slice_thickness),
+            estimate=lambda stack, plan, thickness, profile: onto(
+                self, stack, plan, thickness, profile
+            ),
             scale=self.scale,
             through_plane=self.through_plane_steps > 0,
             progress=self.settings.progress,
@@ -440,14 +441,21 @@ def _record(
 
 
 def onto(
-    pipe: Pipeline, volume: MetaTensor, plan: GridPlan, thickness: float | None = None
+    pipe: Pipeline,
+    volume: MetaTensor,
+    plan: GridPlan,
+    thickness: float | None = None,
+    profile: str | Profile | None = None,
 ) -> MetaTensor:
     """``volume`` super-resolved by ``pipe`` onto ``plan``'s grid: in-plane network,
     through-plane network, resampling, each step the plan says, each checked against the memory
-    available first; the plan is said first (one line on stderr) when ``progress`` is on."""
+    available first; the plan is said first (one line on stderr) when ``progress`` is on.
+    ``thickness`` (mm) and ``profile``: the slices' profile when the caller has resolved it
+    already (default: ``pipe``'s, estimated from the volume when it has none)."""
     from mrsr.throughplane import super_resolve_through_plane
 
     settings = pipe.settings
+    profile = profile or pipe.measured_profile or pipe.slice_profile
     if settings.progress:
         note(one_line(plan.describe()))
     sizes = np.asarray(spacing(np.asarray(volume.affine)))
@@ -464,8 +472,8 @@ def onto(
             result,
             steps=pipe.through_plane_steps,
             max_time=pipe.through_plane_max_time,
-            thickness=None if pipe.measured_profile else thickness,
-            profile=pipe.measured_profile or pipe.slice_profile,
+            thickness=None if isinstance(profile, Profile) else thickness,
+            profile=profile,
             inplane_resolution=pipe.inplane_acquired_resolution,
             fine_spacing=plan.through_plane,
             axis=plan.axis,

@@ -112,6 +112,23 @@ def test_pipeline_fuses_onto_the_grid():
     assert max(fused.meta["mrsr_facts"]["stack_residuals"]) < RESIDUAL
 
 
+def test_pipeline_fuse_estimates_each_stack_profile_once(monkeypatch):
+    """The profile fuse_stacks estimated for a stack is the one its network trains for, not a
+    second estimate from the in-plane result."""
+    from mrsr import profile_estimation
+
+    calls = []
+    estimate = profile_estimation.estimate_slice_profile
+    monkeypatch.setattr(
+        profile_estimation,
+        "estimate_slice_profile",
+        lambda *args, **kwargs: calls.append(1) or estimate(*args, **kwargs),
+    )
+    truth, stacks = orthogonal_stacks("ras", size=16)
+    Pipeline("zerofill", through_plane_steps=2).fuse(stacks, like=truth)
+    assert len(calls) == len(stacks)
+
+
 def moved_by(volume, degrees=(4.0, -3.0), shift=(2.0, -1.5, 1.0)):
     """``(volume seen after a rigid motion, the motion)``: its header now says ``motion @ affine``
     (the voxels stay where they were in the truth's world)."""
