@@ -68,10 +68,14 @@ def truncate(
     original size before the inverse transform instead (same grid as ``x``; the display or
     VDSR-style input). The complex image becomes its magnitude, as a scanner's magnitude image,
     or with ``magnitude=False`` its real part, which keeps the sign of a signed ``x`` (phase or
-    difference maps: the real image whose k-space was truncated).
+    difference maps: the real image whose k-space was truncated). A complex ``x`` (coil
+    images) stays complex: ``magnitude`` does not apply.
     """
     dims = [d % x.ndim for d in dims]
-    part = torch.abs if magnitude else torch.real
+    if x.is_complex():
+        part = torch.clone
+    else:
+        part = torch.abs if magnitude else torch.real
     block = _crop(_spectrum(x, dims), sizes, dims)
     if zero_filled:
         return part(_image(_pad(block, [x.shape[d] for d in dims], dims), dims)).to(x.dtype)

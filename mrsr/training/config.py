@@ -26,14 +26,22 @@ __all__ = ["DEFAULTS", "load_config", "model_config", "resolve_config"]
 # The config keys and their defaults (pipelines/README.md, "Keys"; model.* also takes the options
 # of the network).
 DEFAULTS: dict[str, Any] = {
-    "data": {"train": None, "val": None, "contrast": None},
+    "data": {"train": None, "val": None, "contrast": None, "sites": None},
     "degradation": {"method": degradations.DEFAULT, "scale": 2, "noise": 0.0},
-    "augment": {"hr_noise": 0.0, "gamma": 0.0, "lowpass": 0.0},
+    "augment": {
+        "hr_noise": 0.0,
+        "gamma": 0.0,
+        "lowpass": 0.0,
+        "phase": 0.0,
+        "coils": 1,
+        "partial_fourier": 0.0,
+    },
     "model": {"name": "cssfn"},
     "train": {
         "max_steps": 1000,
         "batch_size": 16,
         "patch_size": 24,
+        "patches_per_slice": 1,
         "lr": 1e-4,
         "lr_step": 200_000,
         "lr_gamma": 0.5,
@@ -147,6 +155,8 @@ def _absolute_paths(cfg: dict, base: Path) -> dict:
                 data[key] = [absolute(value)]
             elif isinstance(value, list):
                 data[key] = [absolute(v) for v in value]
+        if isinstance(data.get("sites"), str):
+            data["sites"] = absolute(data["sites"])
     if "output_dir" in cfg:
         cfg["output_dir"] = absolute(cfg["output_dir"])
     if isinstance(train, dict) and train.get("init") not in (None, *shipped_weights()):
@@ -187,6 +197,12 @@ def resolve_config(
     check_options(
         {k: v for k, v in cfg["model"].items() if k != "name"}, NETWORK_OPTIONS, f"{origin}: model."
     )
+    t = cfg["train"]
+    if t["batch_size"] % t["patches_per_slice"]:
+        raise MRSRError(
+            f"{origin}: train.batch_size {t['batch_size']} is not a multiple of "
+            f"train.patches_per_slice {t['patches_per_slice']}"
+        )
     if cfg["data"]["train"] is None:
         raise MRSRError(f"{origin}: data.train is missing (a folder, a glob or a list file)")
     for key in ("train", "val"):

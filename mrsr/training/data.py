@@ -10,6 +10,7 @@ trainer gives each rank and step its own indices.
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,12 +26,15 @@ from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
 from mrsr.io import inspect_volume, is_volume_path, list_volumes
 from mrsr.io.transforms import LoadVolumed
+from mrsr.training.acquisition import ScannerImage, lr_and_target
 
 __all__ = [
     "PatchPairs",
+    "collate_pairs",
     "collate_slices",
     "device_pairs",
     "load_slabs",
+    "site_labels",
     "volume_paths",
 ]
 
@@ -60,6 +64,22 @@ def volume_paths(specs: Sequence[str], what: str = "data.train") -> list[Path]:
         except MRSRError as exc:
             raise MRSRError(f"{what}: {exc}") from exc
     return found
+
+
+def site_labels(paths: Sequence[Path], sites: str | os.PathLike) -> list[str]:
+    """The site of each training volume, from ``sites``: a JSON object mapping volume file
+    names to site (or scanner) labels, e.g. ``{"brain1.nii.gz": "hospital-a"}``."""
+    where = f"data.sites {sites}"
+    try:
+        table = json.loads(Path(sites).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MRSRError(f"{where}: not a readable JSON file ({exc})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise MRSRError(f"{where}: expected a JSON object of file name to site label")
+    missing = [p.name for p in paths if p.name not in table]
+    if missing:
+        raise MRSRError(f"{where}: no site for training volume(s) {', '.join(missing)}")
+    return [table[p.name] for p in paths]
 
 
 def load_slabs(paths: Sequence[Path], num_workers: int = 0) -> list[torch.Tensor]:
@@ -135,6 +155,19 @@ class PatchPairs(torch.utils.data.Dataset):
     ``on_device`` an item is that first half, and :func:`collate_slices` keeps whole slices of
     different sizes apart. Both ways give the same pairs: every random number of the second
     half is drawn in the first.
+
+    With ``patches`` > 1 an item holds that many pairs cut from one degraded slice (along a
+    leading dimension; :func:`collate_pairs` joins such items into a batch): augmenting and
+    degrading a whole slice costs more than a training step of a small network on one patch,
+    so cutting several patches from it buys steps at the price of fewer slices per batch.
+
+    ``phase``, ``coils`` or ``partial_fourier`` switch on the scanner model of
+    :class:`~mrsr.training.acquisition.ScannerImage` (k-space truncation only): the slice
+    becomes complex coil images whose noise (``hr_noise``) and k-space coverage (``lowpass``,
+    ``partial_fourier``) pass through the degradation, instead of a noisy magnitude image being
+    truncated. ``groups`` (one label per slab, e.g. the site or scanner) makes the volume draw
+    uniform over groups first, then over the group's volumes, so that a site with many volumes
+    does not dominate.
     """
 
     def __init__(
@@ -152,9 +185,29 @@ class PatchPairs(torch.utils.data.Dataset):
         gamma: float = 0.0,
         lowpass: float = 0.0,
         on_device: bool = False,
+        phase: float = 0.0,
+        coils: int = 1,
+        partial_fourier: float = 0.0,
+        groups: Sequence[str] | None = None,
+        patches: int = 1,
     ) -> None:
         if context < 1 or context % 2 == 0:
             raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
+        self.scanner = None
+        if phase > 0 or coils > 1 or partial_fourier > 0:
+            if method != "kspace":
+                raise MRSRError(
+                    f"augment.phase, augment.coils and augment.partial_fourier simulate a "
+                    f"scanner's acquisition for degradation.method kspace, not {method}"
+                )
+            self.scanner = ScannerImage(phase, hr_noise, coils, lowpass, partial_fourier)
+        labels = list(groups) if groups is not None else [str(k) for k in range(len(slabs))]
+        if len(labels) != len(slabs):
+            raise MRSRError(f"{len(labels)} group labels for {len(slabs)} training volumes")
+        self.groups = [
+            [k for k, label in enumerate(labels) if label == name] for name in dict.fromkeys(labels)
+        ]
+        self.patches = patches
         self.slabs, self.scale, self.patch, self.noise = list(slabs), scale, patch_size, noise
         self.offsets = torch.arange(context) - context // 2
         self.seed, self.length, self.upsample = seed, length, upsample
@@ -182,13 +235,16 @@ class PatchPairs(torch.utils.data.Dataset):
         hr, draws = self.slice_with_draws(index)
         if self.on_device:
             return hr, draws
-        return tuple(item[0] for item in self.pairs(hr[None], draws[None]))
+        pairs = self.pairs(hr[None], draws[None])
+        return tuple(item[0] for item in pairs) if self.patches == 1 else pairs
 
     def slice_with_draws(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The augmented high-resolution slice(s) ``(context, H, W)`` of sample ``index``, and
-        the random numbers its degradation and patch position need (``(2,)`` int64)."""
+        """The augmented high-resolution slice(s) ``(context, H, W)`` of sample ``index`` (with
+        the scanner model, its complex coil images ``(coils, context, H, W)``), and the random
+        numbers its degradation and patch positions need (``(1 + patches,)`` int64)."""
         rng = np.random.default_rng([self.seed, int(index)])
-        v = int(rng.integers(len(self.slabs)))
+        group = self.groups[int(rng.integers(len(self.groups)))]
+        v = group[int(rng.integers(len(group)))] if len(group) > 1 else group[0]
         slab = self.slabs[v]
         centre = int(rng.choice(self.slices[v]))
         hr = slab[(centre + self.offsets).clamp(0, slab.shape[0] - 1)]  # (context, H, W)
@@ -197,17 +253,24 @@ class PatchPairs(torch.utils.data.Dataset):
         hr = hr[:, : hr.shape[1] // s * s, : hr.shape[2] // s * s]
         if self.gamma > 0:
             hr = hr.clamp(min=0) ** float(np.exp(rng.uniform(-self.gamma, self.gamma)))
+        if self.scanner is not None:
+            hr = self.scanner(hr, rng)
+            return hr, torch.tensor([_seed(rng) for _ in range(1 + self.patches)])
         if self.lowpass > 0 and rng.random() < self.lowpass:
             kept = [max(2, round(n / rng.uniform(1.0, 4.0))) for n in hr.shape[1:]]
             hr = kspace.truncate(hr, kept, (1, 2), zero_filled=True)
         if self.hr_noise > 0:
             hr = rician(hr, rng.uniform(0.0, self.hr_noise), _seed(rng))
-        return hr.contiguous(), torch.tensor([_seed(rng), _seed(rng)])
+        return hr.contiguous(), torch.tensor([_seed(rng) for _ in range(1 + self.patches)])
 
     def pairs(self, hr: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Degrade a batch of same-size slices ``(B, context, H, W)`` (on their device) and cut
-        each one's patch pair with its ``draws`` ``(B, 2)``: ``(lr, hr[, skip])`` batches."""
-        lr = self.degrade(hr).as_tensor()
+        """Degrade a batch of same-size slices ``(B, context, H, W)`` (coil images
+        ``(B, coils, context, H, W)``) on their device and cut each one's patch pairs with its
+        ``draws`` ``(B, 1 + patches)``: ``(lr, hr[, skip])`` batches of ``B * patches``."""
+        if hr.is_complex():
+            lr, hr = lr_and_target(hr, self.scale)
+        else:
+            lr = self.degrade(hr).as_tensor()
         if self.noise > 0:
             lr = torch.stack([rician(x, self.noise, int(d[0])) for x, d in zip(lr, draws)])
         middle = len(self.offsets) // 2
@@ -216,18 +279,24 @@ class PatchPairs(torch.utils.data.Dataset):
         out: list[list[torch.Tensor]] = [[], [], []]
         for b, (x, d) in enumerate(zip(lr, draws.tolist())):
             candidates = torch.nonzero(x[middle] > FOREGROUND)
-            if len(candidates):
-                ci, cj = candidates[d[1] % len(candidates)].tolist()
-            else:
-                ci, cj = d[1] % x.shape[1], d[1] // x.shape[1] % x.shape[2]
-            i = min(max(ci - p // 2, 0), x.shape[1] - p)
-            j = min(max(cj - p // 2, 0), x.shape[2] - p)
-            window = (slice(s * i, s * (i + p)), slice(s * j, s * (j + p)))
-            out[0].append(x[:, i : i + p, j : j + p])
-            out[1].append(hr[b, middle][window][None])
-            if skip is not None:
-                out[2].append(skip[b][(slice(None), *window)])
+            for draw in d[1:]:
+                if len(candidates):
+                    ci, cj = candidates[draw % len(candidates)].tolist()
+                else:
+                    ci, cj = draw % x.shape[1], draw // x.shape[1] % x.shape[2]
+                i = min(max(ci - p // 2, 0), x.shape[1] - p)
+                j = min(max(cj - p // 2, 0), x.shape[2] - p)
+                window = (slice(s * i, s * (i + p)), slice(s * j, s * (j + p)))
+                out[0].append(x[:, i : i + p, j : j + p])
+                out[1].append(hr[b, middle][window][None])
+                if skip is not None:
+                    out[2].append(skip[b][(slice(None), *window)])
         return tuple(torch.stack(items) for items in out if items)
+
+
+def collate_pairs(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """The loader's batch of :class:`PatchPairs` items: their pairs joined along the batch."""
+    return tuple(torch.cat(field) for field in zip(*items))
 
 
 def collate_slices(items: list[tuple[torch.Tensor, torch.Tensor]]) -> list:

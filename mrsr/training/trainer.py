@@ -38,9 +38,11 @@ from mrsr.outputs import check_folder_name
 from mrsr.progress import bar as progress_bar
 from mrsr.training.data import (
     PatchPairs,
+    collate_pairs,
     collate_slices,
     device_pairs,
     load_slabs,
+    site_labels,
     volume_paths,
 )
 from mrsr.training.state import load_state, save_state
@@ -229,6 +231,8 @@ def _build(cfg: dict, device: str) -> tuple[ModelSpec, torch.nn.Module, PatchPai
     # channels-last as in the inference engine, so validation does not change the kernels used
     model = spec.build().to(device, memory_format=torch.channels_last)
     train_paths = volume_paths(cfg["data"]["train"])
+    sites = cfg["data"]["sites"]
+    augment = cfg["augment"]
     dataset = PatchPairs(
         load_slabs(train_paths),
         deg["scale"],
@@ -238,10 +242,15 @@ def _build(cfg: dict, device: str) -> tuple[ModelSpec, torch.nn.Module, PatchPai
         t["seed"],
         context=options.get("in_channels", 1),
         upsample=_whole_slice_skip(model),
-        hr_noise=cfg["augment"]["hr_noise"],
-        gamma=cfg["augment"]["gamma"],
-        lowpass=cfg["augment"]["lowpass"],
+        hr_noise=augment["hr_noise"],
+        gamma=augment["gamma"],
+        lowpass=augment["lowpass"],
         on_device=degrade_on(t["degrade_on"], device) == "device",
+        phase=augment["phase"],
+        coils=augment["coils"],
+        partial_fourier=augment["partial_fourier"],
+        groups=None if sites is None else site_labels(train_paths, sites),
+        patches=t["patches_per_slice"],
     )
     return spec, model, dataset, train_paths
 
@@ -354,12 +363,14 @@ def _loader(
     dataset: PatchPairs, t: dict, start: int, rank: int, world: int, device: str
 ) -> torch.utils.data.DataLoader:
     """The batches of steps ``start + 1`` to ``train.max_steps`` for this rank."""
+    items = t["batch_size"] // dataset.patches  # slices per step, each giving several patches
+    joined = collate_pairs if dataset.patches > 1 else None  # else the default stacking
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=t["batch_size"],
-        sampler=StepIndices(start, t["max_steps"], t["batch_size"], rank, world),
+        batch_size=items,
+        sampler=StepIndices(start, t["max_steps"], items, rank, world),
         num_workers=t["num_workers"],
-        collate_fn=collate_slices if dataset.on_device else None,
+        collate_fn=collate_slices if dataset.on_device else joined,
         pin_memory=dataset.on_device and torch.device(device).type == "cuda",
     )
 
