@@ -261,6 +261,7 @@ OPTIONS: dict[str, Option] = {
     "augment.phase": Option(float, 0.0, 2 * 3.141592653589793),
     "augment.coils": Option(int, 1, 64),
     "augment.partial_fourier": Option(float, 0.0, 1.0),
+    "augment.lr_from": Option(str, choices=("coils", "magnitude")),
     "train.max_steps": POSITIVE_INT,
     "train.batch_size": Option(int, 1, 4096),
     "train.patch_size": Option(int, 4, 1024),

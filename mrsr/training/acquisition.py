@@ -33,7 +33,7 @@ import torch
 
 from mrsr import kspace
 
-__all__ = ["ScannerImage", "lr_and_target"]
+__all__ = ["ScannerImage", "lr_and_target", "sum_of_squares"]
 
 PHASE_ORDER = 3  # cosine terms per axis of the smooth phase: orders 0, 1 and 2
 PARTIAL_FOURIER = (0.55, 0.875)  # fraction of one axis's k-space acquired (5/8 to 7/8 and below)
@@ -128,9 +128,10 @@ def lr_and_target(channels: torch.Tensor, scale: int) -> tuple[torch.Tensor, tor
     low = []
     for coils in channels:
         active = coils[coils.flatten(1).abs().amax(1) > 0]  # unused coils of the draw are zero
-        low.append(_sum_of_squares(kspace.truncate(active, [h // scale, w // scale], (-2, -1))))
-    return torch.stack(low), _sum_of_squares(channels, dim=1)
+        low.append(sum_of_squares(kspace.truncate(active, [h // scale, w // scale], (-2, -1))))
+    return torch.stack(low), sum_of_squares(channels, dim=1)
 
 
-def _sum_of_squares(channels: torch.Tensor, dim: int = 0) -> torch.Tensor:
+def sum_of_squares(channels: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The magnitude image of coil images stacked along ``dim``."""
     return channels.abs().square().sum(dim).sqrt()

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "phase": 0.0,
         "coils": 1,
         "partial_fourier": 0.0,
+        "lr_from": "coils",
     },
     "model": {"name": "cssfn"},
     "train": {

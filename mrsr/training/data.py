@@ -26,7 +26,7 @@ from mrsr.geometry import slice_axis
 from mrsr.intensity import DEFAULT_NORMALISATION
 from mrsr.io import inspect_volume, is_volume_path, list_volumes
 from mrsr.io.transforms import LoadVolumed
-from mrsr.training.acquisition import ScannerImage, lr_and_target
+from mrsr.training.acquisition import ScannerImage, lr_and_target, sum_of_squares
 
 __all__ = [
     "PatchPairs",
@@ -165,7 +165,11 @@ class PatchPairs(torch.utils.data.Dataset):
     :class:`~mrsr.training.acquisition.ScannerImage` (k-space truncation only): the slice
     becomes complex coil images whose noise (``hr_noise``) and k-space coverage (``lowpass``,
     ``partial_fourier``) pass through the degradation, instead of a noisy magnitude image being
-    truncated. ``groups`` (one label per slab, e.g. the site or scanner) makes the volume draw
+    truncated. With ``lr_from="magnitude"`` the scanner model makes the target only, and the
+    input is the truncation of the target's magnitude, as :func:`mrsr.degradations.degrade`
+    simulates a low-resolution scan from a magnitude volume (evaluation does so).
+
+    ``groups`` (one label per slab, e.g. the site or scanner) makes the volume draw
     uniform over groups first, then over the group's volumes, so that a site with many volumes
     does not dominate.
     """
@@ -190,10 +194,11 @@ class PatchPairs(torch.utils.data.Dataset):
         partial_fourier: float = 0.0,
         groups: Sequence[str] | None = None,
         patches: int = 1,
+        lr_from: str = "coils",
     ) -> None:
         if context < 1 or context % 2 == 0:
             raise MRSRError(f"model.in_channels {context}: adjacent-slice input needs an odd count")
-        self.scanner = None
+        self.scanner, self.lr_from = None, lr_from
         if phase > 0 or coils > 1 or partial_fourier > 0:
             if method != "kspace":
                 raise MRSRError(
@@ -267,8 +272,11 @@ class PatchPairs(torch.utils.data.Dataset):
         """Degrade a batch of same-size slices ``(B, context, H, W)`` (coil images
         ``(B, coils, context, H, W)``) on their device and cut each one's patch pairs with its
         ``draws`` ``(B, 1 + patches)``: ``(lr, hr[, skip])`` batches of ``B * patches``."""
-        if hr.is_complex():
+        if hr.is_complex() and self.lr_from == "coils":
             lr, hr = lr_and_target(hr, self.scale)
+        elif hr.is_complex():
+            hr = sum_of_squares(hr, dim=1)
+            lr = self.degrade(hr).as_tensor()
         else:
             lr = self.degrade(hr).as_tensor()
         if self.noise > 0:

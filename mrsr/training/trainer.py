@@ -251,6 +251,7 @@ def _build(cfg: dict, device: str) -> tuple[ModelSpec, torch.nn.Module, PatchPai
         partial_fourier=augment["partial_fourier"],
         groups=None if sites is None else site_labels(train_paths, sites),
         patches=t["patches_per_slice"],
+        lr_from=augment["lr_from"],
     )
     return spec, model, dataset, train_paths
 

@@ -8,6 +8,10 @@ held-out volumes of its ``data.val``; the gain is the network's PSNR minus the z
 (bicubic for bicubic-degradation runs). Draws one line per run, labelled with the run folder's
 name and the network's parameter count, and prints the same numbers as a Markdown table. A run
 started from another's weights (``train.init``) is drawn from the steps those had trained.
+
+``--keep DIR`` copies each run's logs into ``DIR/<run name>/`` with a ``run.json`` of its
+initial steps and parameter count, so that the curves stay in the repository without the
+weights; such a folder can be drawn again in place of the run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -44,14 +49,19 @@ def read_curve(run: Path) -> tuple[list[int], list[float]]:
 
 def initial_steps(run: Path) -> int:
     """Steps its initial weights had trained (``train.init``; 0 for a run from scratch), from
-    the mrsr metadata of the run's last checkpoint."""
+    the mrsr metadata of the run's last checkpoint (or its kept ``run.json``)."""
+    if not (run / "last.safetensors").exists():
+        return json.loads((run / "run.json").read_text(encoding="utf-8"))["initial_steps"]
     with safe_open(str(run / "last.safetensors"), "pt") as f:
         info = json.loads(f.metadata()["mrsr"]).get("info", {})
     return (info.get("init") or {}).get("steps") or 0
 
 
 def parameters(run: Path) -> int:
-    """Weights in the run's last checkpoint, read from the safetensors header."""
+    """Weights in the run's last checkpoint, read from the safetensors header (or its kept
+    ``run.json``)."""
+    if not (run / "last.safetensors").exists():
+        return json.loads((run / "run.json").read_text(encoding="utf-8"))["parameters"]
     total = 0
     with safe_open(str(run / "last.safetensors"), "pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
@@ -59,11 +69,22 @@ def parameters(run: Path) -> int:
     return total
 
 
+def keep(run: Path, folder: Path) -> None:
+    """The run's logs and ``run.json`` in ``folder / run.name``."""
+    target = folder / run.name
+    target.mkdir(parents=True, exist_ok=True)
+    for log in ("val_log.csv", "train_log.csv"):
+        shutil.copyfile(run / log, target / log)
+    summary = {"initial_steps": initial_steps(run), "parameters": parameters(run)}
+    (target / "run.json").write_text(json.dumps(summary) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="held-out PSNR gain over zero-filling")
+    parser.add_argument("--keep", type=Path, help="copy the runs' logs into this folder")
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(9.6, 4.4), dpi=120)
     table = {}
@@ -73,6 +94,8 @@ def main() -> None:
         style = "--" if initial_steps(run) else "-"  # a second stage, dashed
         ax.plot(steps, gains, style, marker="o", markersize=3, label=label)
         table[label] = dict(zip(steps, gains))
+        if args.keep is not None and run.parent.resolve() != args.keep.resolve():
+            keep(run, args.keep)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("training steps (batch 16)")
     ax.set_ylabel("PSNR gain (dB)")

@@ -156,3 +156,13 @@ def test_several_patches_per_slice_come_from_one_slice_and_train(tmp_path):
     assert log[-1].startswith("3,")
     with pytest.raises(MRSRError, match="multiple of train.patches_per_slice 3"):
         resolve_config(cfg, ["train.patches_per_slice=3"], base=tmp_path)
+
+
+def test_lr_from_magnitude_truncates_the_scanner_target():
+    slab = _slab(n=1)
+    options = dict(phase=3.0, coils=3, hr_noise=0.03, partial_fourier=0.5, seed=4)
+    lr, hr = PatchPairs([slab], 2, 24, lr_from="magnitude", **options)[2]  # the whole slice
+    torch.testing.assert_close(lr, KSpaceTruncation(2, axes=(0, 1))(hr).as_tensor())
+    coil_lr, coil_hr = PatchPairs([slab], 2, 24, **options)[2]
+    torch.testing.assert_close(coil_hr, hr)  # the same scan
+    assert float((coil_lr - lr).abs().max()) > 1e-3  # reconstructed from the coils instead
