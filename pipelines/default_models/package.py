@@ -28,10 +28,14 @@ from mrsr.checkpoint import ModelSpec, save_checkpoint
 from mrsr.evaluation import model_vs_baselines
 from mrsr.files import atomic_write
 from mrsr.pipeline import Pipeline
-from mrsr.training import load_config
-from mrsr.zoo import WEIGHTS, find
+from mrsr.training import DEFAULTS, load_config
+from mrsr.training.config import safe_yaml
+from mrsr.zoo import MODELS, WEIGHTS, find
 
 CONFIGS = Path(__file__).resolve().parent
+# the table of shipped models in the docs, between these markers, is written from the checkpoints
+TABLE = CONFIGS.parents[1] / "docs" / "getting-started.md"
+TABLE_MARKS = ("<!-- shipped models: package.py writes this table -->", "<!-- end of table -->")
 BUNDLED = {  # held-out slices shipped in mrsr/data, scored by tests/test_shipped_models.py
     "heldout_t1_coronal": WEIGHTS.parent / "heldout_t1_coronal.nii.gz",
     "heldout_clinical_brain": WEIGHTS.parent / "heldout_clinical_brain.nii.gz",
@@ -146,14 +150,23 @@ def card(
     params: int,
     heldout: str,
     siteout: str | None = None,
+    config_name: str | None = None,
 ) -> tuple[str, str]:
     """The card's Markdown and a one-line headline; ``scored``: :func:`score.score_folders`'
-    rows of the ``heldout`` folder (and of ``siteout``, when given)."""
+    rows of the ``heldout`` folder (and of ``siteout``, when given). ``config_name``: the config
+    of the run, by default ``<name>.yaml``, or ``<name>_finetune.yaml`` for a second stage;
+    a second stage's first stage is the config it ``extends``."""
     stem = name.replace("-", "_")
     init = spec.info.get("init")  # fine-tuned from the weights of the first config's run
-    config_name = f"{stem}_finetune.yaml" if init else f"{stem}.yaml"
+    config_name = config_name or (f"{stem}_finetune.yaml" if init else f"{stem}.yaml")
     config = load_config(CONFIGS / config_name)
-    augment = ", ".join(f"{k} {v}" for k, v in config["augment"].items())
+    first = safe_yaml((CONFIGS / config_name).read_text(encoding="utf-8"), config_name).get(
+        "extends", f"{stem}.yaml"
+    )
+    changed = {k: v for k, v in config["augment"].items() if v != DEFAULTS["augment"][k]}
+    augment = ", ".join(f"{k} {v}" for k, v in changed.items())
+    per_slice = config["train"]["patches_per_slice"]
+    patches = f", {per_slice} per degraded slice" if per_slice > 1 else ""
     base = degradations.get(spec.degradation).strongest_baseline
     lines = [
         f"# {name}",
@@ -167,7 +180,7 @@ def card(
         "## Training",
         "",
         (
-            f"{init['steps']} steps with config `pipelines/default_models/{stem}.yaml`, then "
+            f"{init['steps']} steps with config `pipelines/default_models/{first}`, then "
             f"{spec.info.get('steps')} steps from those weights (`train.init`) with "
             f"`pipelines/default_models/{config_name}`, {minutes:.0f} min for the second stage"
             if init
@@ -175,7 +188,7 @@ def card(
             f"`pipelines/default_models/{config_name}`, {minutes:.0f} min"
         )
         + f" on one thread of a {platform.machine()} CPU; batch 16 of 24 x 24 low-resolution "
-        f"patches, L1, Adam. Augmentation of the high-resolution slice "
+        f"patches{patches}, L1, Adam. Augmentation of the high-resolution slice "
         f"before degradation: flips, quarter turns, {augment} (`pipelines/README.md`). "
         "Training volumes (built by "
         "`pipelines/default_models/prepare_data.py`):",
@@ -199,7 +212,10 @@ def card(
             "## Site-out volumes",
             "",
             "Volumes from sites (scanners, centres) that none of the training volumes came from,"
-            " scored as above, per slice and as a whole volume:",
+            " scored as above, per slice and as a whole volume. The runs that chose the"
+            " augmentation (`pipelines/default_models/README.md`) validated on them beside the"
+            " held-out volumes, so they say how well that choice carries to unseen sites; the"
+            " packages kept out of training and selection altogether are listed there too:",
             "",
             *_split(scored, siteout, spec.scale, base),
             "",
@@ -212,13 +228,55 @@ def card(
         "",
         *_table(bundled, with_source=False),
     ]
-    gains = {
-        split: verdict(scored, folder, spec.scale, base)["protocols"]["slice"]["gain"]
+    gains = split_gains(scored, heldout, siteout, spec.scale, base)
+    headline = "; ".join(f"{g['slice']:+.2f} dB on {split}" for split, g in gains.items())
+    return "\n".join(lines) + "\n", f"PSNR vs {base} per slice: {headline} volumes"
+
+
+def split_gains(
+    scored: list[dict], heldout: str, siteout: str | None, scale: int, base: str
+) -> dict[str, dict[str, float]]:
+    """Mean PSNR gain over ``base`` per split and protocol."""
+    return {
+        split: {
+            protocol: result["gain"]
+            for protocol, result in verdict(scored, folder, scale, base)["protocols"].items()
+        }
         for split, folder in (("held-out", heldout), ("site-out", siteout))
         if folder is not None
     }
-    headline = "; ".join(f"{g:+.2f} dB on {split}" for split, g in gains.items())
-    return "\n".join(lines) + "\n", f"PSNR vs {base} per slice: {headline} volumes"
+
+
+def models_table() -> list[str]:
+    """The docs' table of shipped models, from the gains their checkpoints record."""
+    lines = [
+        "| model | degradation | held-out volumes | site-out volumes |",
+        "|---|---|---|---|",
+    ]
+    for entry in MODELS:
+        if not entry.weights.exists():
+            continue
+        spec = Pipeline.from_pretrained(entry.weights).spec
+        base = degradations.get(spec.degradation).strongest_baseline
+        gains = spec.info.get("gains", {})
+        cells = [
+            " / ".join(f"{gains[split][p]:+.2f}" for p in ("slice", "volume")) + f" dB over {base}"
+            if split in gains
+            else "not scored"
+            for split in ("held-out", "site-out")
+        ]
+        what = f"{degradations.get(spec.degradation).description.split(',')[0]} x{spec.scale}"
+        lines.append(f"| `{entry.name}` | {what} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_models_table(path: Path = TABLE) -> None:
+    """Replace the table between :data:`TABLE_MARKS` in ``path``."""
+    text = path.read_text(encoding="utf-8")
+    start, end = (text.index(mark) for mark in TABLE_MARKS)
+    new = text[: start + len(TABLE_MARKS[0])] + "\n" + "\n".join(models_table()) + "\n"
+    with atomic_write(path, overwrite=True) as stream:
+        stream.write((new + text[end:]).encode("utf-8"))
 
 
 def main() -> None:
@@ -231,6 +289,7 @@ def main() -> None:
         help=f"volumes of sites never trained on (default: {SITEOUT}, if it exists)",
     )
     parser.add_argument("--name", help="default: the run folder's name")
+    parser.add_argument("--config", help="the run's config file name (default: by the name)")
     args = parser.parse_args()
     shipped = args.run.suffix == ".safetensors"
     name = args.name or (args.run.stem if shipped else args.run.name)
@@ -246,8 +305,12 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     minutes = training_minutes(args.run, spec, name)
     heldout, siteout = (str(f) if f else None for f in (args.heldout, siteout))
-    text, headline = card(name, spec, minutes, scored, bundled, params, heldout, siteout)
+    text, headline = card(
+        name, spec, minutes, scored, bundled, params, heldout, siteout, args.config
+    )
     spec.info["headline"] = headline
+    base = degradations.get(spec.degradation).strongest_baseline
+    spec.info["gains"] = split_gains(scored, heldout, siteout, spec.scale, base)
     spec.info["card"] = entry.card.name
     spec.info["minutes"] = round(minutes, 1)
     spec.info["bundled"] = {r["volume"]: r for r in bundled}
@@ -255,6 +318,7 @@ def main() -> None:
     save_checkpoint(entry.weights, model, spec)
     with atomic_write(entry.card, overwrite=True) as stream:
         stream.write(text.encode("utf-8"))
+    write_models_table()
     print(text)
 
 
