@@ -154,14 +154,26 @@ def card(
 ) -> tuple[str, str]:
     """The card's Markdown and a one-line headline; ``scored``: :func:`score.score_folders`'
     rows of the ``heldout`` folder (and of ``siteout``, when given). ``config_name``: the config
-    of the run, by default ``<name>.yaml``, or ``<name>_finetune.yaml`` for a second stage;
-    a second stage's first stage is the config it ``extends``."""
+    of the run, by default ``<name>.yaml``, or ``<name>_finetune.yaml`` for a later stage
+    (see :func:`stages`)."""
     stem = name.replace("-", "_")
-    init = spec.info.get("init")  # fine-tuned from the weights of the first config's run
+    init = spec.info.get("init")  # fine-tuned from the weights of an earlier stage's run
     config_name = config_name or (f"{stem}_finetune.yaml" if init else f"{stem}.yaml")
     config = load_config(CONFIGS / config_name)
-    first = safe_yaml((CONFIGS / config_name).read_text(encoding="utf-8"), config_name).get(
-        "extends", f"{stem}.yaml"
+    *earlier, (last, planned) = stages(config_name)
+    trained = spec.info.get("steps", planned)
+    history = ", then ".join(
+        [
+            *(
+                f"{steps} steps with config `pipelines/default_models/{c}`"
+                + (" from those weights (`train.init`)" if k else "")
+                for k, (c, steps) in enumerate(earlier)
+            ),
+            f"{trained} steps"
+            + (f" (stopped there, of the {planned} planned)" if trained < planned else "")
+            + f" with config `pipelines/default_models/{last}`"
+            + (" from those weights (`train.init`)" if earlier else ""),
+        ]
     )
     changed = {k: v for k, v in config["augment"].items() if v != DEFAULTS["augment"][k]}
     augment = ", ".join(f"{k} {v}" for k, v in changed.items())
@@ -179,14 +191,9 @@ def card(
         "",
         "## Training",
         "",
-        (
-            f"{init['steps']} steps with config `pipelines/default_models/{first}`, then "
-            f"{spec.info.get('steps')} steps from those weights (`train.init`) with "
-            f"`pipelines/default_models/{config_name}`, {minutes:.0f} min for the second stage"
-            if init
-            else f"{spec.info.get('steps')} steps with config "
-            f"`pipelines/default_models/{config_name}`, {minutes:.0f} min"
-        )
+        history
+        + f", {minutes:.0f} min"
+        + (" for the last stage" if init else "")
         + f" on one thread of a {platform.machine()} CPU; batch 16 of 24 x 24 low-resolution "
         f"patches{patches}, L1, Adam. Augmentation of the high-resolution slice "
         f"before degradation: flips, quarter turns, {augment} (`pipelines/README.md`). "
@@ -231,6 +238,20 @@ def card(
     gains = split_gains(scored, heldout, siteout, spec.scale, base)
     headline = "; ".join(f"{g['slice']:+.2f} dB on {split}" for split, g in gains.items())
     return "\n".join(lines) + "\n", f"PSNR vs {base} per slice: {headline} volumes"
+
+
+def stages(config_name: str) -> list[tuple[str, int]]:
+    """The training stages that end with ``config_name``, oldest first, with their steps: a
+    config whose own file sets ``train.init`` continues the run of the config it ``extends``;
+    the first stage is the last config of that chain without it."""
+    found, name = [], config_name
+    while True:
+        raw = safe_yaml((CONFIGS / name).read_text(encoding="utf-8"), name)
+        steps = load_config(CONFIGS / name)["train"]["max_steps"]
+        if not (raw.get("train") or {}).get("init"):
+            return [(name, steps), *found]
+        found.insert(0, (name, steps))
+        name = raw["extends"]
 
 
 def split_gains(
