@@ -197,7 +197,12 @@ def card(
         + f" on one thread of a {platform.machine()} CPU; batch 16 of 24 x 24 low-resolution "
         f"patches{patches}, L1, Adam. Augmentation of the high-resolution slice "
         f"before degradation: flips, quarter turns, {augment} (`pipelines/README.md`). "
-        "Training volumes (built by "
+        + (
+            "Each sample draws a site first (`data.sites`), then one of its volumes. "
+            if config["data"]["sites"]
+            else ""
+        )
+        + "Training volumes (built by "
         "`pipelines/default_models/prepare_data.py`):",
         "",
         *[f"- `{v}`: {source(v)}" for v in spec.info.get("data", {}).get("train", [])],
