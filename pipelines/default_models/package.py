@@ -248,12 +248,12 @@ def card(
 def stages(config_name: str) -> list[tuple[str, int]]:
     """The training stages that end with ``config_name``, oldest first, with their steps: a
     config whose own file sets ``train.init`` continues the run of the config it ``extends``;
-    the first stage is the last config of that chain without it."""
+    the first stage is the last config of that chain without it (or one that extends none)."""
     found, name = [], config_name
     while True:
         raw = safe_yaml((CONFIGS / name).read_text(encoding="utf-8"), name)
-        steps = load_config(CONFIGS / name)["train"]["max_steps"]
-        if not (raw.get("train") or {}).get("init"):
+        steps = load_config(CONFIGS / name)["train"]["max_steps"]  # refuses a cycle of extends
+        if not (raw.get("train") or {}).get("init") or "extends" not in raw:
             return [(name, steps), *found]
         found.insert(0, (name, steps))
         name = raw["extends"]
